@@ -1,0 +1,48 @@
+# The two set-up commands of the README:
+#   make run    build data/census.db from data/Input_Dataset.csv (SQLite) and serve the explorer and the API
+#   make test   install everything the tests need and run them
+# Both work on a fresh Debian 12 / Ubuntu machine with Python 3.11, as root or with sudo.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run load serve test system-deps venv docker-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages the tests need: Chromium and its driver for browser tests and
+# PNG export, PostgreSQL 15 server binaries for the PostgreSQL tests.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+	    || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver postgresql-15 >/dev/null; \
+	fi
+
+load: venv
+	$(BIN)/python -m loaders.upload
+
+run: load
+	$(BIN)/python -m scripts.serve
+
+test: system-deps venv
+	$(BIN)/python -m pytest
+
+docker-test:
+	bash .ci/docker.sh
+
+bench: venv
+	$(BIN)/python -m benchmarks.ingest
+
+clean:
+	rm -rf $(VENV) data/census.db data/census.db-*

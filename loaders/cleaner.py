@@ -1,0 +1,160 @@
+"""Clean and validate census records, a chunk at a time.
+
+Work is done column by column over a whole chunk (list comprehensions and dict
+lookups), which is several times faster in CPython than validating row by row.
+Only rejected rows get per-row Python code, to write a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from itertools import repeat
+from dataclasses import dataclass, field
+
+from warehouse.domain import (
+    CATEGORIES,
+    EDUCATION_LEVELS,
+    INPUT_COLUMNS,
+    NULLABLE_COLUMNS,
+    NUMERIC_COLUMNS,
+    RANGES,
+)
+
+# Markers of a missing value in the source.
+MISSING_MARKERS = ("?", "")
+# The income label's spellings: the original test part adds a trailing dot.
+INCOME_SPELLINGS = {"<=50K": "<=50K", ">50K": ">50K", "<=50K.": "<=50K", ">50K.": ">50K"}
+
+_INVALID = object()  # a value that failed; distinct from None (missing)
+_POSITION = {column: index for index, column in enumerate(INPUT_COLUMNS)}
+
+# The person-row layout the cleaner produces, after load_id.
+OUTPUT_COLUMNS = (
+    "age", "fnlwgt", "capital_gain", "capital_loss", "hours_per_week",
+    "workclass", "education", "marital_status", "occupation", "relationship",
+    "race", "gender", "native_country", "income",
+)
+
+
+@dataclass
+class CleanChunk:
+    # (load_id, *OUTPUT_COLUMNS) with dimension ids for labels
+    rows: list[tuple[int | None, ...]] = field(default_factory=list)
+    # (line number, raw text, reason)
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class Cleaner:
+    """Validates records against the warehouse's rules and maps labels to dimension ids."""
+
+    def __init__(self, dimension_ids: dict[str, dict[str, int]], load_id: int = 0) -> None:
+        self.load_id = load_id
+        # column -> {source spelling -> id or None}; a spelling not in the map is invalid.
+        self._lookups: dict[str, dict[str, int | None]] = {}
+        for column, ids in dimension_ids.items():
+            lookup: dict[str, int | None] = dict(ids)
+            if column == "income":
+                lookup = {spelling: ids[label] for spelling, label in INCOME_SPELLINGS.items()}
+            if column in NULLABLE_COLUMNS:
+                lookup.update(dict.fromkeys(MISSING_MARKERS))
+            self._lookups[column] = lookup
+        self._education_num_by_id = {
+            dimension_ids["education"][label]: number for label, number in EDUCATION_LEVELS.items()
+        }
+
+    def clean(self, fields: list[list[str]], line_numbers: list[int], raw_lines: list[str]) -> CleanChunk:
+        problems: dict[int, list[str]] = {}
+        columns = list(zip(*fields)) if fields else [() for _ in INPUT_COLUMNS]
+        values: dict[str, list[object]] = {}
+        for column in NUMERIC_COLUMNS:
+            values[column] = self._numbers(column, columns[_POSITION[column]], problems)
+        for column in self._lookups:
+            values[column] = self._labels(column, columns[_POSITION[column]], problems)
+        self._check_education_num(values, fields, problems)
+
+        result = CleanChunk()
+        # Rows come out ready for the person table: load_id first.
+        rows = zip(repeat(self.load_id), *(values[column] for column in OUTPUT_COLUMNS))
+        if not problems:
+            result.rows = list(rows)  # type: ignore[arg-type]
+            return result
+        result.rows = [row for index, row in enumerate(rows) if index not in problems]  # type: ignore[misc]
+        result.rejected = [
+            (line_numbers[index], raw_lines[index].rstrip("\r\n"), "; ".join(reasons))
+            for index, reasons in sorted(problems.items())
+        ]
+        return result
+
+    @staticmethod
+    def _numbers(column: str, raw: tuple[str, ...], problems: dict[int, list[str]]) -> list[object]:
+        low, high = RANGES[column]
+        try:
+            # Fast path, all in C: int() also tolerates surrounding spaces.
+            parsed: list[object] = list(map(int, raw))
+            if not parsed or (low <= min(parsed) and max(parsed) <= high):  # type: ignore[type-var]
+                return parsed
+        except ValueError:
+            parsed = [_parse_int(value) for value in raw]
+        for index, number in enumerate(parsed):
+            if number is _INVALID or not low <= number <= high:  # type: ignore[operator]
+                problems.setdefault(index, []).append(_number_reason(column, raw[index].strip(), low, high))
+        return parsed
+
+    def _labels(self, column: str, raw: tuple[str, ...], problems: dict[int, list[str]]) -> list[object]:
+        lookup = self._lookups[column]
+        try:
+            return list(map(lookup.__getitem__, raw))  # C speed; most chunks are all valid
+        except KeyError:
+            pass
+        ids: list[object] = list(map(lookup.get, raw, repeat(_INVALID)))
+        for index, key in enumerate(ids):
+            if key is _INVALID:
+                stripped = raw[index].strip()
+                key = lookup.get(stripped, _INVALID)  # trailing spaces are fine
+                if key is _INVALID:
+                    problems.setdefault(index, []).append(_category_reason(column, stripped))
+                else:
+                    ids[index] = key
+        return ids
+
+    def _check_education_num(
+        self, values: dict[str, list[object]], fields: list[list[str]], problems: dict[int, list[str]]
+    ) -> None:
+        """education_num depends on education alone: a mismatch is a corrupt row."""
+        expected = list(map(self._education_num_by_id.get, values["education"]))
+        actual = values["education_num"]
+        if expected == actual:
+            return
+        for index, (want, got) in enumerate(zip(expected, actual)):
+            if want is not None and got is not _INVALID and got != want:
+                label = fields[index][_POSITION["education"]].strip()
+                problems.setdefault(index, []).append(
+                    f"education_num: {got} does not match education {label!r}, which is {want}"
+                )
+
+
+def _parse_int(value: str) -> object:
+    """The slow path: surrounding spaces and a leading sign are tolerated."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        return _INVALID
+
+
+def _number_reason(column: str, value: str, low: int, high: int) -> str:
+    if value in MISSING_MARKERS:
+        return f"{column}: missing, but it is required"
+    try:
+        number = int(value)
+    except ValueError:
+        return f"{column}: {value!r} is not a whole number"
+    return f"{column}: {number} is outside the allowed range {low}..{high}"
+
+
+def _category_reason(column: str, value: str) -> str:
+    if value in MISSING_MARKERS:
+        return f"{column}: missing, but it is required"
+    allowed = CATEGORIES[column]
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+    return f"{column}: unknown value {value!r}{hint}"

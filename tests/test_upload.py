@@ -1,0 +1,293 @@
+"""The upload, end to end on real databases: the data's facts, both layouts, rejects,
+--strict, idempotence, --replace, atomicity and connection errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, Integer, func, select
+
+from loaders import upload as upload_module
+from loaders.upload import StrictModeError, file_sha256, upload
+from tests.conftest import INPUT, UCI_DIR
+from warehouse.models import Load, Person, RejectedRow, people
+from warehouse.schema import create_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = INPUT.read_text(encoding="utf-8").splitlines()[0]
+GOOD = "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,2174,0,40,United-States,<=50K"
+GOOD_2 = "50,?,83311,Masters,14,Married-civ-spouse,?,Husband,White,Male,0,0,13,?,>50K."
+
+
+def _facts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(
+                func.count(),
+                func.sum((people.c.income == ">50K").cast(Integer)),
+                func.sum(people.c.workclass.is_(None).cast(Integer)),
+                func.sum(people.c.occupation.is_(None).cast(Integer)),
+                func.sum(people.c.native_country.is_(None).cast(Integer)),
+            )
+        ).one()
+    return dict(zip(["people", "over_50k", "no_workclass", "no_occupation", "no_country"], map(int, row)))
+
+
+def _people_frame(engine: Engine) -> pd.DataFrame:
+    with engine.connect() as connection:
+        rows = connection.execute(select(people).order_by(people.c.id)).all()
+    return pd.DataFrame(rows, columns=list(people.c.keys())).drop(columns="id")
+
+
+def _assert_same_people(loaded: pd.DataFrame, expected: pd.DataFrame) -> None:
+    def normal(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame[list(expected.columns)].astype(object)
+        return frame.where(frame.notna(), None).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(normal(loaded), normal(expected), check_dtype=False)
+
+
+def _write(tmp_path: Path, text: str, name: str = "input.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def _count(engine: Engine, table: object) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(select(func.count()).select_from(table)))  # type: ignore[arg-type]
+
+
+EXPECTED = {"people": 48_842, "over_50k": 11_687, "no_workclass": 2_799, "no_occupation": 2_809, "no_country": 857}
+
+
+def test_input_dataset_loads_every_person_on_sqlite(sqlite_census_engine: Engine, input_frame: pd.DataFrame) -> None:
+    assert _facts(sqlite_census_engine) == EXPECTED
+    loaded = _people_frame(sqlite_census_engine)
+    # The file's 29 exact duplicate rows are real people: all kept. (Once the income
+    # label's trailing dot is normalized, 52 rows repeat an earlier one.)
+    raw = pd.read_csv(INPUT, dtype=str, keep_default_na=False)
+    assert int(raw.duplicated().sum()) == 29
+    assert int(loaded.duplicated().sum()) == int(input_frame.duplicated().sum()) == 52
+    # Every value survives the round trip, in input order.
+    _assert_same_people(loaded, input_frame)
+    with sqlite_census_engine.connect() as connection:
+        load = connection.execute(select(Load)).one()
+    assert (load.rows_read, load.rows_loaded, load.rows_rejected, load.status) == (48_842, 48_842, 0, "loaded")
+    assert load.sha256 == file_sha256(INPUT) and load.source_name == "Input_Dataset.csv"
+    assert load.finished_at >= load.started_at
+
+
+@pytest.mark.postgres
+def test_input_dataset_loads_every_person_on_postgres(postgres_census_url: str, input_frame: pd.DataFrame) -> None:
+    from warehouse.db import make_engine
+
+    engine = make_engine(postgres_census_url)
+    assert _facts(engine) == EXPECTED
+    _assert_same_people(_people_frame(engine), input_frame)
+    engine.dispose()
+
+
+def test_uci_files_load_the_same_people(sqlite_engine: Engine, sqlite_census_engine: Engine) -> None:
+    train = upload(sqlite_engine, UCI_DIR / "adult.data", progress=False)
+    test = upload(sqlite_engine, UCI_DIR / "adult.test", progress=False)
+    assert (train.rows_loaded, test.rows_loaded) == (32_561, 16_281)
+    assert train.rows_rejected == test.rows_rejected == 0
+    assert _facts(sqlite_engine) == EXPECTED
+    pd.testing.assert_frame_equal(_people_frame(sqlite_engine), _people_frame(sqlite_census_engine))
+
+
+def test_header_variants_bom_crlf_order_and_extra_columns(sqlite_engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    names = HEADER.split(",")
+    hyphenated = [n.replace("_", "-").replace("gender", "sex").replace("education-num", "educational-num") for n in names]
+    order = list(range(len(names)))[::-1]  # columns in reverse order, plus an extra one
+    header = ",".join(["note", *(hyphenated[i] for i in order)])
+    lines = [",".join(["x", *(row.split(",")[i] for i in order)]) for row in (GOOD, GOOD_2)]
+    path = _write(Path(sqlite_engine.url.database).parent, "\ufeff" + "\r\n".join([header, *lines]) + "\r\n")
+    result = upload(sqlite_engine, path, progress=False)
+    assert (result.rows_read, result.rows_loaded, result.rows_rejected) == (2, 2, 0)
+    assert "ignoring column(s) note" in capsys.readouterr().err
+    frame = _people_frame(sqlite_engine)
+    assert frame.loc[0, "workclass"] == "State-gov" and frame.loc[0, "capital_gain"] == 2174
+    assert frame.loc[1, "income"] == ">50K" and pd.isna(frame.loc[1, "native_country"])
+    assert frame.loc[1, "gender"] == "Male" and frame.loc[1, "education_num"] == 14
+
+
+def test_missing_columns_fail_with_their_names(tmp_path: Path, sqlite_engine: Engine) -> None:
+    header = HEADER.replace(",fnlwgt", "").replace(",income", "")
+    path = _write(tmp_path, header + "\n1,2\n")
+    with pytest.raises(upload_module.SourceError, match="lacks column\\(s\\) fnlwgt, income"):
+        upload(sqlite_engine, path, progress=False)
+
+
+BAD_ROWS = {
+    "200,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K":
+        "age: 200 is outside the allowed range 16..100",
+    "39,State-gov,77516,Bachelors,12,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K":
+        "education_num: 12 does not match education 'Bachelors', which is 13",
+    "39,Stat-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K":
+        "workclass: unknown value 'Stat-gov'; did you mean 'State-gov'?",
+    "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,?,0,0,40,United-States,<=50K":
+        "gender: missing, but it is required",
+    "39,State-gov,many,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,maybe":
+        "fnlwgt: 'many' is not a whole number; income: unknown value 'maybe'",
+    "39,State-gov,77516,Bachelors,13": "expected 15 fields, found 5",
+}
+
+
+def test_bad_rows_are_kept_with_line_and_reason(tmp_path: Path, sqlite_engine: Engine) -> None:
+    lines = [HEADER, GOOD, *BAD_ROWS, GOOD_2]
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    result = upload(sqlite_engine, path, progress=False)
+    assert (result.rows_read, result.rows_loaded, result.rows_rejected) == (8, 2, 6)
+    with sqlite_engine.connect() as connection:
+        rejected = connection.execute(
+            select(RejectedRow.line_number, RejectedRow.raw_text, RejectedRow.reason, RejectedRow.load_id)
+            .order_by(RejectedRow.line_number)
+        ).all()
+    assert [r.line_number for r in rejected] == [3, 4, 5, 6, 7, 8]
+    for row, (raw, reason) in zip(rejected, BAD_ROWS.items()):
+        assert row.raw_text == raw
+        assert row.reason.startswith(reason), row.reason
+        assert row.load_id == result.load_id
+    assert _count(sqlite_engine, Person.__table__) == 2
+
+
+def test_cli_prints_a_summary_with_the_first_reasons(tmp_path: Path) -> None:
+    path = _write(tmp_path, "\n".join([HEADER, GOOD, *BAD_ROWS]) + "\n")
+    done = _cli(path, "--url", f"sqlite:///{tmp_path / 'cli.db'}")
+    assert done.returncode == 0, done.stderr
+    assert "read 7 rows, loaded 1, rejected 6" in done.stdout
+    assert "rejected line 3: age: 200 is outside the allowed range 16..100" in done.stdout
+    assert "every rejected row is kept in table rejected_row" in done.stdout
+
+
+def test_strict_fails_the_whole_upload(tmp_path: Path, sqlite_engine: Engine) -> None:
+    path = _write(tmp_path, "\n".join([HEADER, GOOD, *list(BAD_ROWS)[:1]]) + "\n")
+    with pytest.raises(StrictModeError, match="line 3 rejected: age: 200"):
+        upload(sqlite_engine, path, strict=True, progress=False)
+    assert _count(sqlite_engine, Person.__table__) == 0
+    assert _count(sqlite_engine, Load.__table__) == 0
+    done = _cli(path, "--strict", "--url", str(sqlite_engine.url))
+    assert done.returncode == 1
+    assert "nothing was loaded" in done.stderr
+
+
+def test_same_file_twice_is_a_no_op(tmp_path: Path, sqlite_engine: Engine) -> None:
+    path = _write(tmp_path, "\n".join([HEADER, GOOD, GOOD_2]) + "\n")
+    first = upload(sqlite_engine, path, progress=False)
+    second = upload(sqlite_engine, path, progress=False)
+    assert not first.already_loaded and second.already_loaded and second.load_id == first.load_id
+    assert _count(sqlite_engine, Person.__table__) == 2
+    done = _cli(path, "--url", str(sqlite_engine.url))
+    assert done.returncode == 0 and "already loaded" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_replace_swaps_the_data(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    engine: Engine = request.getfixturevalue(f"{backend}_engine")
+    old = _write(tmp_path, "\n".join([HEADER, GOOD, GOOD, GOOD]) + "\n", "old.csv")
+    new = _write(tmp_path, "\n".join([HEADER, GOOD_2]) + "\n", "new.csv")
+    upload(engine, old, progress=False)
+    result = upload(engine, new, replace=True, progress=False)
+    assert result.replaced_loads == 1
+    frame = _people_frame(engine)
+    assert len(frame) == 1 and frame.loc[0, "education"] == "Masters"
+    with engine.connect() as connection:
+        statuses = dict(connection.execute(select(Load.source_name, Load.status)).all())
+    assert statuses == {"old.csv": "replaced", "new.csv": "loaded"}
+    # --replace with the file already loaded loads it again rather than doing nothing.
+    again = upload(engine, new, replace=True, progress=False)
+    assert not again.already_loaded and len(_people_frame(engine)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_failure_midway_leaves_the_database_unchanged(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine: Engine = request.getfixturevalue(f"{backend}_engine")
+    first = _write(tmp_path, "\n".join([HEADER, GOOD]) + "\n", "first.csv")
+    upload(engine, first, progress=False)
+    before = (_people_frame(engine), _count(engine, Load.__table__))
+
+    # A failure after two chunks were written: a real write path that breaks midway.
+    real_write = upload_module._BulkWriter.write
+    calls = {"n": 0}
+
+    def failing_write(self: upload_module._BulkWriter, clean: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk on fire")
+        real_write(self, clean)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upload_module._BulkWriter, "write", failing_write)
+    with pytest.raises(OSError, match="disk on fire"):
+        upload(engine, INPUT, chunk_size=10_000, progress=False)
+    assert calls["n"] == 3
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(_people_frame(engine), before[0])
+    assert _count(engine, Load.__table__) == before[1]
+    # --replace that fails must not lose the current data either.
+    monkeypatch.setattr(upload_module._BulkWriter, "write", failing_write)
+    calls["n"] = 0
+    with pytest.raises(OSError):
+        upload(engine, INPUT, replace=True, chunk_size=10_000, progress=False)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(_people_frame(engine), before[0])
+
+
+def test_a_file_that_is_not_utf8_fails_naming_the_line(tmp_path: Path, sqlite_engine: Engine) -> None:
+    lines = [HEADER, *([GOOD] * 30_000), GOOD.replace("State-gov", "Stäte-gov"), GOOD]
+    path = _write(tmp_path, "\n".join(lines) + "\n", encoding="latin-1")
+    done = _cli(path, "--url", str(sqlite_engine.url))
+    assert done.returncode == 2
+    assert "line 30002: the file is not UTF-8 text" in done.stderr
+    assert "nothing was loaded" in done.stderr and "Traceback" not in done.stderr
+    create_schema(sqlite_engine)
+    assert _count(sqlite_engine, Person.__table__) == 0
+
+
+def _cli(source: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loaders.upload", str(source), *args],
+        cwd=ROOT, capture_output=True, text=True, check=False, env=env,
+    )
+
+
+def test_cli_reports_a_server_that_is_down_without_traceback(tmp_path: Path) -> None:
+    path = _write(tmp_path, "\n".join([HEADER, GOOD]) + "\n")
+    env = {"DATABASE_CONNECT_TIMEOUT": "2", "PATH": "/usr/bin:/bin"}
+    done = _cli(path, "--url", "postgresql://census:pw@127.0.0.1:9/census", env=env)
+    assert done.returncode == 2
+    assert "cannot connect to PostgreSQL at 127.0.0.1:9/census" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_reports_a_wrong_url(tmp_path: Path) -> None:
+    path = _write(tmp_path, "\n".join([HEADER, GOOD]) + "\n")
+    done = _cli(path, "--url", "mysql://nobody@localhost/x")
+    assert done.returncode == 2
+    assert "unsupported database 'mysql'" in done.stderr
+
+
+@pytest.mark.postgres
+def test_cli_reports_a_wrong_database_name_at_once(tmp_path: Path, postgres_server: object) -> None:
+    path = _write(tmp_path, "\n".join([HEADER, GOOD]) + "\n")
+    url = postgres_server.url("no_such_db")  # type: ignore[attr-defined]
+    done = _cli(path, "--url", url, env={"DATABASE_CONNECT_TIMEOUT": "60", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert 'database "no_such_db" does not exist' in done.stderr
+
+
+@pytest.mark.postgres
+def test_cli_switch_loads_postgres(tmp_path: Path, postgres_server: object) -> None:
+    url = postgres_server.create_database("cli_switch")  # type: ignore[attr-defined]
+    path = _write(tmp_path, "\n".join([HEADER, GOOD, GOOD_2]) + "\n")
+    env = {"POSTGRES_URL": url, "PATH": "/usr/bin:/bin"}
+    done = _cli(path, "--db", "postgres", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "loaded 2" in done.stdout and "PostgreSQL at 127.0.0.1" in done.stdout

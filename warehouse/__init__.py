@@ -1,0 +1,1 @@
+"""The census warehouse: schema, engine and the one query layer every other part uses."""
