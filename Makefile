@@ -33,7 +33,7 @@ load: venv
 	$(BIN)/python -m loaders.upload
 
 run: load
-	$(BIN)/python -m scripts.serve
+	scripts/serve.sh
 
 test: system-deps venv
 	$(BIN)/python -m pytest

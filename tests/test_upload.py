@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -291,3 +292,26 @@ def test_cli_switch_loads_postgres(tmp_path: Path, postgres_server: object) -> N
     done = _cli(path, "--db", "postgres", env=env)
     assert done.returncode == 0, done.stderr
     assert "loaded 2" in done.stdout and "PostgreSQL at 127.0.0.1" in done.stdout
+
+
+@pytest.mark.postgres
+def test_upload_waits_for_a_server_that_is_still_starting(tmp_path: Path) -> None:
+    """Like a PostgreSQL container that comes up after the loader: retried, then loaded."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer()
+    path = _write(tmp_path, "\n".join([HEADER, GOOD]) + "\n")
+    env = {"DATABASE_CONNECT_TIMEOUT": "60", "PATH": "/usr/bin:/bin"}
+    loader = subprocess.Popen(
+        [sys.executable, "-m", "loaders.upload", str(path), "--url", server.url()],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        time.sleep(1.5)
+        assert loader.poll() is None  # still waiting, not failed
+        server.start()
+        out, err = loader.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert loader.returncode == 0, err
+    assert "loaded 1" in out
