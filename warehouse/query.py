@@ -289,11 +289,13 @@ def select_people(
     page = select(PERSON.c.id).select_from(page_joins.from_clause()).where(*people_filter.conditions())
     page = page.order_by(*order).limit(limit).offset(offset or None).subquery("page")
     outer_order = _order(sort, joins)
-    return (
-        select(*selected)
-        .select_from(joins.from_clause().join(page, page.c.id == PERSON.c.id))
-        .order_by(*outer_order)
-    )
+    # The page comes first in FROM: PostgreSQL keeps the written join order past
+    # join_collapse_limit (8), and with nine dimensions joined before the page it
+    # joined all 1,000,000 people to their labels first (1.2 s instead of 2 ms).
+    joined: FromClause = page.join(PERSON, page.c.id == PERSON.c.id)
+    for column, alias in joins.aliases.items():
+        joined = joined.outerjoin(alias, PERSON.c[DIMENSIONS[column][1]] == alias.c.id)
+    return select(*selected).select_from(joined).order_by(*outer_order)
 
 
 def fetch_people(

@@ -1,0 +1,1 @@
+"""The census filter API: a Litestar service over the warehouse query layer."""

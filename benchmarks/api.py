@@ -1,0 +1,282 @@
+"""Benchmark the API against Datasette on the same SQLite file, and time it on 1,000,000 rows.
+
+    python -m benchmarks.api [--seconds 10] [--connections 16] [--workers 2]
+                             [--db PATH] [--million-db PATH | --no-million] [--million-url URL]
+
+1. Throughput: `/api/v1/people?gender=Female&age_min=30&limit=100` (exact total)
+   against Datasette's `/census/people.json?gender=Female&age__gte=30&_size=100`
+   on the same database file, both driven by `wrk` (the same threads, connections
+   and duration; a Python load generator if wrk is missing), after checking
+   that both answer the same query (same total, same filter on every row).
+   Datasette runs twice: with its defaults, and with facet suggestions off
+   (its fastest configuration for this query), so the comparison is fair.
+2. Latency on 1,000,000 rows: median of sequential requests for filtered pages
+   and /stats (a synthetic file resampled from the input, loaded by the real loader).
+
+Everything runs on 127.0.0.1, and every server started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+API_QUERY = "/api/v1/people?gender=Female&age_min=30&limit=100"
+DATASETTE_QUERY = "/census/people.json?gender=Female&age__gte=30&_size=100"
+
+# Requests timed on the 1,000,000-row database: (kind, URL).
+MILLION_QUERIES: list[tuple[str, str]] = [
+    ("page", "/api/v1/people?gender=Female&age_min=30&limit=100"),
+    ("page", "/api/v1/people?gender=Female&age_min=30&limit=100&offset=5000"),
+    ("page", "/api/v1/people?occupation=Sales&age_min=25&age_max=35&limit=100"),
+    ("page", "/api/v1/people?race=Black&income=%3E50K&limit=100"),
+    ("page", "/api/v1/people?education_num_min=13&hours_min=40&hours_max=60&limit=100"),
+    ("page", "/api/v1/people?marital_status=Divorced&sort=-age&limit=100"),
+    ("page", "/api/v1/people?native_country=unknown&limit=100"),
+    ("page", "/api/v1/people?limit=100&offset=500000"),
+    ("stats", "/api/v1/stats?gender=Female&age_min=30&group_by=race"),
+    ("stats", "/api/v1/stats?occupation=Sales&group_by=age_band"),
+    ("stats", "/api/v1/stats?race=Black&income=%3E50K&group_by=gender&group_by=age_band"),
+    ("stats", "/api/v1/stats?age_min=60&group_by=education"),
+    ("stats", "/api/v1/stats?group_by=gender"),
+    ("stats", "/api/v1/stats?group_by=race&group_by=age_band"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def serve(command: list[str], port: int, ready_path: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start a server, wait until `ready_path` answers 200, stop it afterwards."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + ready_path, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"{command[0]} did not start:\n{log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def build_database(source: Path | None, rows: int | None, target: Path) -> Path:
+    """Load `source` (or `rows` synthetic rows) into a fresh SQLite file with the real loader."""
+    if target.exists():
+        return target
+    csv = source
+    if rows is not None:
+        csv = target.with_suffix(".csv")
+        subprocess.run([sys.executable, "-m", "benchmarks.synthetic", str(rows), str(csv)], cwd=ROOT, check=True)
+    command = [sys.executable, "-m", "loaders.upload", *([str(csv)] if csv else []), "--url", f"sqlite:///{target}"]
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    if rows is not None and csv:
+        csv.unlink()
+    return target
+
+
+# --------------------------------------------------------------------------- load generation
+
+
+def wrk(url: str, seconds: int, connections: int, threads: int) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from wrk."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency", url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    result = {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    for percent in ("50", "99"):
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if match:
+            scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+            result[f"p{percent}_ms"] = float(match.group(1)) * scale
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
+    result["requests"] = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    return result
+
+
+def python_load(url: str, seconds: int, connections: int, _threads: int) -> dict[str, float]:
+    """The fallback load generator: `connections` keep-alive clients in threads, closed loop."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        nonlocal errors
+        with httpx.Client(timeout=30) as http:
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                status = http.get(url).status_code
+                elapsed = (time.perf_counter() - start) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    errors += status != 200
+
+    pool = [threading.Thread(target=worker) for _ in range(connections)]
+    started = time.monotonic()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    duration = time.monotonic() - started
+    latencies.sort()
+    return {
+        "requests_per_s": len(latencies) / duration,
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "errors": float(errors),
+        "requests": float(len(latencies)),
+    }
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def check_same_answer(api: str, datasette: str) -> int:
+    """Both servers answer the same query: same exact total, 100 rows that all match."""
+    ours = httpx.get(api + API_QUERY, timeout=60).json()
+    theirs = httpx.get(datasette + DATASETTE_QUERY, timeout=60).json()
+    columns = theirs["columns"]
+    rows = [dict(zip(columns, row, strict=True)) for row in theirs["rows"]]
+    assert ours["total"] == theirs["filtered_table_rows_count"], (ours["total"], theirs["filtered_table_rows_count"])
+    assert len(ours["items"]) == len(rows) == 100
+    for row in [*ours["items"], *rows]:
+        assert row["gender"] == "Female" and row["age"] >= 30, row
+    # Sorted the same way, Datasette returns exactly our page.
+    sorted_page = httpx.get(datasette + DATASETTE_QUERY + "&_sort=id", timeout=60).json()
+    assert [r[0] for r in sorted_page["rows"]] == [item["id"] for item in ours["items"]]
+    return int(ours["total"])
+
+
+def throughput(args: argparse.Namespace, db: Path) -> None:
+    load = wrk if shutil.which("wrk") and not args.python_load else python_load
+    generator = "wrk" if load is wrk else "python threads"
+    print(
+        f"\n== Throughput on {db} ({args.connections} connections, {args.seconds} s each, "
+        f"load generator: {generator})"
+    )
+    api_port, ds_port, ds_fast_port = free_port(), free_port(), free_port()
+    api_cmd = [sys.executable, "-m", "api", "--port", str(api_port), "--workers", str(args.workers)]
+    api_cmd += ["--log-level", "warning"]
+    datasette = [sys.executable, "-m", "datasette", "serve", str(db), "-h", "127.0.0.1"]
+    env = {"DATABASE_URL": f"sqlite:///{db}", "API_HOST": "127.0.0.1"}
+    results: dict[str, dict[str, float]] = {}
+    with serve(api_cmd, api_port, "/health", env) as api:
+        with serve([*datasette, "-p", str(ds_port)], ds_port, "/census.json") as ds:
+            total = check_same_answer(api, ds)
+            print(f"same answer checked: total {total:,}, 100 rows, all gender=Female and age>=30")
+            results["census API"] = load(api + API_QUERY, args.seconds, args.connections, args.threads)
+            results["Datasette (defaults)"] = load(ds + DATASETTE_QUERY, args.seconds, args.connections, args.threads)
+        fast = [*datasette, "-p", str(ds_fast_port), "--setting", "suggest_facets", "off"]
+        with serve(fast, ds_fast_port, "/census.json") as ds:
+            check_same_answer(api, ds)
+            results["Datasette (suggest_facets off)"] = load(
+                ds + DATASETTE_QUERY, args.seconds, args.connections, args.threads
+            )
+    print(f"{'server':34} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'requests':>9} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:34} {r['requests_per_s']:9.1f} {r.get('p50_ms', float('nan')):9.1f} "
+            f"{r.get('p99_ms', float('nan')):9.1f} {r['requests']:9.0f} {r['errors']:8.0f}"
+        )
+    ours = results["census API"]["requests_per_s"]
+    for name in ("Datasette (defaults)", "Datasette (suggest_facets off)"):
+        if results[name]["requests"] == 0:
+            print(f"census API / {name}: Datasette completed no request within {args.seconds} s")
+            continue
+        ratio = ours / results[name]["requests_per_s"]
+        print(f"census API / {name}: {ratio:.1f}x  (target >= 1.5x: {'met' if ratio >= 1.5 else 'MISSED'})")
+
+
+def million(args: argparse.Namespace, url: str) -> None:
+    from warehouse.db import describe
+
+    print(f"\n== Latency on {describe(url)} (median of {args.repeat} sequential requests after one warm-up)")
+    port = free_port()
+    command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
+    medians: dict[str, list[float]] = {"page": [], "stats": []}
+    with serve(command, port, "/health", {"DATABASE_URL": url}) as api, httpx.Client(timeout=120) as http:
+        people = http.get(api + "/health").json()["people"]
+        print(f"people in the database: {people:,}")
+        print(f"{'kind':6} {'median ms':>10} {'min ms':>8}  {'answer':>18}  query")
+        for kind, query in MILLION_QUERIES:
+            response = http.get(api + query)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            answer = f"total {body['total']:,}" if kind == "page" else f"{len(body['groups'])} groups"
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                http.get(api + query).raise_for_status()
+                times.append((time.perf_counter() - start) * 1000)
+            median = statistics.median(times)
+            medians[kind].append(median)
+            print(f"{kind:6} {median:10.1f} {min(times):8.1f}  {answer:>18}  {query}")
+    for kind, values in medians.items():
+        under = sum(v < 100 for v in values)
+        print(
+            f"{kind}: median of medians {statistics.median(values):.1f} ms, worst {max(values):.1f} ms, "
+            f"{under}/{len(values)} under 100 ms"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each load run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers for the API")
+    parser.add_argument("--repeat", type=int, default=7, help="timed requests per query on 1M rows")
+    parser.add_argument("--db", type=Path, help="SQLite file to serve (default: built from the input file)")
+    parser.add_argument("--million-db", type=Path, help="a 1,000,000-row SQLite file (default: built here)")
+    parser.add_argument("--million-url", help="also time a 1,000,000-row PostgreSQL (or other) database URL")
+    parser.add_argument("--no-million", action="store_true", help="skip the 1,000,000-row part")
+    parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="census-api-bench-") as work:
+        db = args.db or build_database(None, None, Path(work) / "census.db")
+        throughput(args, db.resolve())
+        if not args.no_million:
+            big = args.million_db or build_database(None, 1_000_000, Path(work) / "census_1m.db")
+            million(args, f"sqlite:///{big.resolve()}")
+        if args.million_url:
+            million(args, args.million_url)
+    print(json.dumps({"done": True}))
+
+
+if __name__ == "__main__":
+    main()
