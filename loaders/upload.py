@@ -16,7 +16,8 @@ import hashlib
 import io
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,7 +130,8 @@ def _upload(
         writer = _BulkWriter(connection, load_id)
         total = source.stat().st_size
         show = sys.stderr.isatty() if progress is None else progress
-        with writer, tqdm(total=total, unit="B", unit_scale=True, desc=source.name, disable=not show) as bar:
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=source.name, disable=not show)
+        with writer, bar, _Pipeline(writer.write) as pipeline:
             for chunk in reader.chunks():
                 clean = cleaner.clean(chunk.fields, chunk.line_numbers, chunk.raw_lines)
                 clean.rejected.extend(chunk.malformed)
@@ -137,7 +139,7 @@ def _upload(
                 if strict and clean.rejected:
                     line, _, reason = min(clean.rejected)
                     raise StrictModeError(f"--strict: line {line} rejected: {reason}")
-                writer.write(clean)
+                pipeline.submit(clean)
                 bar.update(reader.bytes_read - bar.n)
         connection.execute(
             update(Load).where(Load.id == load_id).values(
@@ -195,6 +197,42 @@ def _retire_current_data(connection: Connection) -> int:
     return retired.rowcount or 0
 
 
+class _Pipeline:
+    """Writes chunk N on a worker thread while the main thread reads and cleans
+    chunk N+1. The database does its part (sqlite3_step, PostgreSQL's COPY) without
+    holding Python's GIL, so on two cores the two overlap. At most one chunk is in
+    flight; a write error surfaces at the next submit or on exit, and the
+    transaction then rolls back as for any other failure.
+    """
+
+    def __init__(self, write: Callable[[CleanChunk], None]) -> None:
+        self._write = write
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="census-writer")
+        self._in_flight: Future[None] | None = None
+
+    def submit(self, clean: CleanChunk) -> None:
+        self._wait()
+        self._in_flight = self._executor.submit(self._write, clean)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self._wait()
+            elif self._in_flight is not None:
+                # Let the write finish (it cannot be interrupted) before the rollback.
+                wait([self._in_flight])
+        finally:
+            self._executor.shutdown(wait=True)
+
+
 class _BulkWriter:
     """Writes people with each database's fast bulk path, not one ORM object per row.
 
@@ -222,6 +260,9 @@ class _BulkWriter:
         return sorted(Person.__table__.foreign_key_constraints, key=lambda fk: str(fk.name)) if self.is_postgres else []
 
     def __enter__(self) -> _BulkWriter:
+        if self.rebuild_indexes and self.is_postgres:
+            # Index builds sort in memory when they may; the default 64 MB spills to disk.
+            self.connection.execute(select(func.set_config("maintenance_work_mem", "256MB", True)))
         if self.rebuild_indexes:
             for index in Person.__table__.indexes:
                 index.drop(self.connection)
