@@ -1,0 +1,391 @@
+"""Explorer unit tests without a browser: set widget and parameter values, check the
+bound outputs (counts, pages, chart data, titles, FileDownload output) against values
+computed independently with pandas from the input file."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import pytest
+
+from explorer.browse import BrowseView, display_value
+from explorer.export_tab import EXCEL_MAX_DATA_ROWS, ExportView, export_filename
+from explorer.filters import UNKNOWN_LABEL, FilterPanel, category_options
+from explorer.store import DataStore, clear_cache
+from explorer.visualize import ChartSpec, VisualizeView, make_chart
+from warehouse.domain import CATEGORIES, NULLABLE_COLUMNS
+from warehouse.query import PEOPLE_COLUMNS, UNKNOWN, PeopleFilter
+
+
+@pytest.fixture(scope="module")
+def store(sqlite_census_url: str) -> DataStore:
+    clear_cache()
+    data = DataStore(sqlite_census_url)
+    assert data.check(), data.message
+    return data
+
+
+def frame_filter(frame: pd.DataFrame, panel: FilterPanel) -> pd.DataFrame:
+    """The same filter applied with pandas to the input file."""
+    mask = pd.Series(True, index=frame.index)
+    for column in ("age", "hours_per_week", "education_num", "capital_gain"):
+        low, high = getattr(panel, column)
+        mask &= frame[column].between(low, high)
+    for column in (
+        "gender",
+        "race",
+        "marital_status",
+        "education",
+        "workclass",
+        "occupation",
+        "relationship",
+        "native_country",
+        "income",
+    ):
+        chosen = getattr(panel, column)
+        if chosen:
+            labels = [v for v in chosen if v != UNKNOWN_LABEL]
+            part = frame[column].isin(labels)
+            if UNKNOWN_LABEL in chosen:
+                part |= frame[column].isna()
+            mask &= part
+    return frame[mask]
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def test_filter_panel_defaults_and_options() -> None:
+    panel = FilterPanel()
+    assert panel.people_filter == PeopleFilter()
+    assert panel.describe() == "everyone"
+    for column in CATEGORIES:
+        options = category_options(column)
+        assert (UNKNOWN_LABEL in options) == (column in NULLABLE_COLUMNS)
+    layout = panel.__panel__()
+    assert isinstance(layout, pn.Column) and len(layout) == 1 + 4 + 9 + 1
+
+
+def test_filter_panel_builds_the_warehouse_filter() -> None:
+    panel = FilterPanel()
+    panel.param.update(age=(30, 100), hours_per_week=(20, 60), gender=["Female"], workclass=[UNKNOWN_LABEL, "Private"])
+    built = panel.people_filter
+    assert built.ranges == {"age": (30, None), "hours_per_week": (20, 60)}
+    assert built.categories == {"gender": ("Female",), "workclass": (UNKNOWN, "Private")}
+    params = panel.to_params()
+    assert params["workclass"] == ["unknown", "Private"] and params["hours_min"] == ["20"]
+    other = FilterPanel()
+    other.set_params(params)
+    assert other.people_filter == built
+    assert (other.age, other.workclass) == ((30, 100), [UNKNOWN_LABEL, "Private"])
+    other.reset()
+    assert other.people_filter.is_empty
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"gender": ["Female"], "age": (30, 45)},
+        {"workclass": [UNKNOWN_LABEL]},
+        {"occupation": [UNKNOWN_LABEL, "Sales"], "income": [">50K"]},
+        {"education_num": (13, 16), "native_country": ["Mexico", UNKNOWN_LABEL]},
+        {"capital_gain": (1, 99_999), "race": ["Black", "Other"], "marital_status": ["Divorced"]},
+        {"hours_per_week": (50, 99), "relationship": ["Wife"], "education": ["Masters", "Doctorate"]},
+    ],
+)
+def test_filtered_counts_match_pandas(store: DataStore, input_frame: pd.DataFrame, values: dict) -> None:
+    panel = FilterPanel()
+    panel.param.update(**values)
+    assert store.count(panel.people_filter) == len(frame_filter(input_frame, panel))
+
+
+# --------------------------------------------------------------------------- browse
+
+
+def test_display_values() -> None:
+    assert display_value(1234567) == "1,234,567"
+    assert display_value(None) == "Unknown"
+    assert display_value(float("nan")) == "Unknown"
+    assert display_value("Private") == "Private"
+
+
+def test_browse_pages_and_sorts_in_sql(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = BrowseView(store)
+    table = view.tabulator
+    assert view.table == "people" and view.param.table.objects[0] == "people"
+    assert table.total_rows == len(input_frame)
+    assert f"{len(input_frame):,} rows" in view.row_count.object
+    assert len(table.value) == 25 and list(table.value.columns) == list(PEOPLE_COLUMNS)
+    assert table.titles["hours_per_week"] == "Hours per week"
+    first = input_frame.iloc[0]
+    assert table.value.iloc[0]["fnlwgt"] == f"{first['fnlwgt']:,}"
+    table.page = 3
+    assert table.value.iloc[0]["id"] == "51"
+    table.sorters = [{"field": "age", "dir": "desc"}]
+    assert table.page == 1 and table.value.iloc[0]["age"] == str(input_frame["age"].max())
+    table.sorters = [{"field": "workclass", "dir": "asc"}]
+    table.page = table.param.page.bounds[1]  # the last page: missing values sort last
+    assert table.value.iloc[-1]["workclass"] == "Unknown"
+    assert table.param.page.bounds == (1, -(-len(input_frame) // 25))
+
+
+def test_browse_column_picker_and_table_switch(store: DataStore) -> None:
+    view = BrowseView(store)
+    view.column_picker.value = ["age", "income"]
+    assert list(view.tabulator.value.columns) == ["age", "income"]
+    view.table = "load"
+    assert "source_name" in view.column_picker.value and "age" not in view.column_picker.options.values()
+    assert list(view.tabulator.value.columns) == view.column_picker.value
+    assert view.tabulator.total_rows == 1
+    view.table = "people"
+    assert view.column_picker.value == list(PEOPLE_COLUMNS)
+    view.table = "workclass"
+    assert view.tabulator.total_rows == len(CATEGORIES["workclass"])
+
+
+# --------------------------------------------------------------------------- visualize
+
+
+def _visualize(store: DataStore, **filters: object) -> VisualizeView:
+    panel = FilterPanel()
+    panel.param.update(**filters)
+    return VisualizeView(store, panel)
+
+
+def test_bar_chart_counts_follow_the_filters(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = _visualize(store)
+    view.param.update(chart_type="bar", x="education", measure="people")
+    expected = input_frame["education"].value_counts()
+    data = view.result.data.set_index("education")["people"]
+    assert data.to_dict() == expected.to_dict()
+    view.filters.gender = ["Female"]
+    view.filters.age = (30, 50)
+    subset = frame_filter(input_frame, view.filters)
+    assert view.result.data.set_index("education")["people"].to_dict() == subset["education"].value_counts().to_dict()
+    assert view.result.people == len(subset)
+    title = view.result.chart.opts.get().kwargs["title"]
+    assert "Number of people by education" in title and "Gender: Female" in title and "Age 30–50" in title
+
+
+def test_measures_match_pandas(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = _visualize(store, workclass=[UNKNOWN_LABEL, "Private", "State-gov"])
+    subset = frame_filter(input_frame, view.filters)
+    view.param.update(chart_type="stacked", x="workclass", group="gender", measure="mean_hours")
+    got = view.result.data.set_index(["workclass", "gender"])["mean_hours"]
+    expected = subset.fillna({"workclass": "Unknown"}).groupby(["workclass", "gender"])["hours_per_week"].mean()
+    pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(), check_names=False, check_index_type=False)
+    view.chart_type = "bar"
+    view.param.update(x="race", group=None, measure="share_over_50k")
+    got = view.result.data.set_index("race")["share_over_50k"]
+    expected = subset.groupby("race")["income"].apply(lambda s: (s == ">50K").mean() * 100)
+    pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(), check_names=False, check_index_type=False)
+    view.param.update(chart_type="heatmap", x="education", group="race", measure="population")
+    got = view.result.data.set_index(["education", "race"])["population"]
+    expected = subset.groupby(["education", "race"])["fnlwgt"].sum()
+    assert got.sort_index().to_dict() == expected.sort_index().to_dict()
+
+
+def test_line_over_age(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = _visualize(store)
+    view.param.update(chart_type="line", group="gender", measure="mean_capital_gain")
+    assert view.x == "age"
+    got = view.result.data.set_index(["age", "gender"])["mean_capital_gain"]
+    expected = input_frame.groupby(["age", "gender"])["capital_gain"].mean()
+    np.testing.assert_allclose(got.sort_index().to_numpy(), expected.sort_index().to_numpy())
+
+
+def test_histogram_and_box_plot_are_exact(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = _visualize(store, income=[">50K"])
+    subset = frame_filter(input_frame, view.filters)
+    view.param.update(chart_type="histogram", x="hours_per_week", group=None)
+    data = view.result.data
+    assert data["people"].sum() == len(subset)
+    edges = np.append(data["left"].to_numpy(), data["right"].iloc[-1])
+    expected, _ = np.histogram(subset["hours_per_week"], bins=edges)
+    assert data["people"].tolist() == expected.tolist()
+    view.param.update(chart_type="box", x="age", group="race")
+    boxes = view.result.data.set_index("group")
+    for race, part in subset.groupby("race"):
+        q1, median, q3 = np.quantile(part["age"], [0.25, 0.5, 0.75])
+        assert (boxes.loc[race, "q1"], boxes.loc[race, "median"], boxes.loc[race, "q3"]) == pytest.approx(
+            (q1, median, q3)
+        )
+        assert boxes.loc[race, "people"] == len(part)
+
+
+def test_no_match_and_impossible_charts_give_messages(store: DataStore) -> None:
+    view = _visualize(store, education=["Preschool"], income=[">50K"], age=(17, 20))
+    assert view.result.chart is None and view.result.people == 0
+    assert "No one matches" in view.result.message and "Education: Preschool" in view.result.message
+    assert isinstance(view._view(), pn.pane.Alert)
+    view.filters.reset()
+    view.param.update(chart_type="heatmap")
+    assert view.group is not None and view.result.chart is not None  # a group is chosen for it
+    assert "needs an attribute" in (
+        make_chart(store, ChartSpec("heatmap", "education", None), PeopleFilter()).message or ""
+    )
+
+
+def test_every_chart_type_renders_to_bokeh(store: DataStore) -> None:
+    import holoviews as hv
+
+    view = _visualize(store, gender=["Male"])
+    for kind in ("bar", "stacked", "grouped", "histogram", "box", "heatmap", "line"):
+        view.chart_type = kind
+        assert view.result.chart is not None, (kind, view.result.message)
+        model = hv.render(view.result.chart, backend="bokeh")
+        assert model is not None
+    assert view.spec.filename("png").startswith("census-line-")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _download(view: ExportView) -> Path:
+    produced = view.download.callback()
+    assert isinstance(produced, Path), view.problem.object
+    assert produced.name == view.download.filename
+    return produced
+
+
+def test_export_count_preview_and_csv(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = ExportView(store)
+    view.filters.param.update(gender=["Female"], occupation=[UNKNOWN_LABEL])
+    view.column_picker.value = ["age", "occupation", "income"]
+    subset = frame_filter(input_frame, view.filters)
+    assert view.rows == len(subset)
+    assert f"**{len(subset):,} rows**" in view.count_text.object
+    assert list(view.preview.value.columns) == ["age", "occupation", "income"] and len(view.preview.value) == 10
+    assert set(view.preview.value["occupation"]) == {"Unknown"}
+    assert view.download.filename.startswith("census-people_gender-female-occupation-unknown_3-columns_")
+    path = _download(view)
+    exported = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert len(exported) == len(subset) and list(exported.columns) == ["age", "occupation", "income"]
+    assert exported["age"].sum() == subset["age"].sum() and exported["occupation"].isna().all()
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "Parquet", "Excel"])
+def test_export_formats(store: DataStore, input_frame: pd.DataFrame, fmt: str) -> None:
+    view = ExportView(store)
+    view.filters.param.update(race=["Amer-Indian-Eskimo"], workclass=[UNKNOWN_LABEL, "Private"])
+    view.fmt = fmt
+    subset = frame_filter(input_frame, view.filters)
+    path = _download(view)
+    if fmt == "JSON":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        exported = pd.DataFrame(rows)
+    elif fmt == "Parquet":
+        exported = pd.read_parquet(path)
+    else:
+        exported = pd.read_excel(path)
+        exported.columns = list(PEOPLE_COLUMNS)
+    assert len(exported) == len(subset)
+    assert exported["fnlwgt"].sum() == subset["fnlwgt"].sum()
+    assert exported["workclass"].isna().sum() == subset["workclass"].isna().sum()
+    assert path.suffix == {"JSON": ".json", "Parquet": ".parquet", "Excel": ".xlsx"}[fmt]
+
+
+def test_export_guards_excel_size(store: DataStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    view = ExportView(store)
+    monkeypatch.setattr(store, "count", lambda _filter: EXCEL_MAX_DATA_ROWS + 1)
+    view.fmt = "Excel"
+    assert view.problem.visible and "do not fit in one Excel sheet" in view.problem.object
+    assert view.download.disabled
+    produced = view.download.callback()
+    assert isinstance(produced, io.BytesIO) and produced.getvalue() == b""
+    view.fmt = "CSV"
+    assert not view.problem.visible and not view.download.disabled
+
+
+def test_export_filename_names_the_export() -> None:
+    name = export_filename("Parquet", PeopleFilter(ranges={"age": (30, 40)}), ["age"], 12)
+    assert name.startswith("census-people_age-30-40_1-columns_12-rows_") and name.endswith(".parquet")
+
+
+# --------------------------------------------------------------------------- app
+
+
+def _texts(template: object) -> str:
+    return "\n".join(str(obj.object) for obj in _main(template).select(pn.pane.Markdown))
+
+
+def _main(template: object) -> pn.Column:
+    return pn.Column(*template.main)  # type: ignore[attr-defined]
+
+
+def test_app_banner_when_empty(sqlite_engine, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from explorer.app import build
+
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    url = sqlite_engine.url.render_as_string(hide_password=False)
+    template = build(DataStore(url), {})
+    alerts = [a.object for a in _main(template).select(pn.pane.Alert)]
+    assert any("run the upload first: python -m loaders.upload" in text for text in alerts)
+    assert "abc1234" in _texts(template)
+
+
+def test_app_banner_when_unreachable() -> None:
+    from explorer.app import build
+
+    template = build(DataStore("postgresql+psycopg2://nobody:secret@127.0.0.1:9/none"), {})
+    alerts = [a.object for a in _main(template).select(pn.pane.Alert)]
+    assert any("unreachable" in text for text in alerts) and not any("secret" in text for text in alerts)
+
+
+def test_app_url_state_round_trip(store: DataStore) -> None:
+    from explorer.app import ExplorerApp
+
+    app = ExplorerApp(
+        store,
+        {
+            "tab": ["visualize"],
+            "gender": ["Female"],
+            "age_min": ["40"],
+            "chart": ["grouped"],
+            "x": ["race"],
+            "group": ["income"],
+            "measure": ["mean_age"],
+        },
+    )
+    assert app.tab == "visualize" and app.visualize.spec == ChartSpec("grouped", "race", "income", "mean_age")
+    assert app.visualize.filters.people_filter == PeopleFilter(
+        ranges={"age": (40, None)}, categories={"gender": ("Female",)}
+    )
+    params = app.url_params()
+    assert params["tab"] == ["visualize"] and params["gender"] == ["Female"] and params["chart"] == ["grouped"]
+    app.visualize.filters.workclass = [UNKNOWN_LABEL]
+    assert app.url_params()["workclass"] == ["unknown"]
+    app.tabs.active = 2
+    assert app.export is not None and app.url_params()["tab"] == ["export"]
+    broken = ExplorerApp(store, {"age_min": ["old"]})
+    assert broken.notice and "age_min" in broken.notice
+
+
+def test_filter_panel_renders_in_a_notebook(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parent.parent
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {str(root)!r})\nimport panel as pn\npn.extension()"),
+        nbformat.v4.new_code_cell("from explorer.filters import FilterPanel\nfilters = FilterPanel()\nfilters"),
+        nbformat.v4.new_code_cell(
+            "filters.gender = ['Female']\nfilters.workclass = ['Unknown']\nprint(filters.people_filter.to_params())"
+        ),
+    ]
+    nbclient.NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    shown = notebook.cells[1].outputs
+    assert shown and any(
+        "application/vnd.holoviews_exec.v0+json" in out.get("data", {}) or "text/html" in out.get("data", {})
+        for out in shown
+    ), shown
+    printed = "".join(out.get("text", "") for out in notebook.cells[2].outputs)
+    assert "'gender': ['Female']" in printed and "'workclass': ['unknown']" in printed
