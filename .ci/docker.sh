@@ -327,7 +327,7 @@ check "rows unchanged after the re-run" test "$(person_count)" = "$rows_before"
 check "the database volume still exists" docker volume inspect "${COMPOSE_PROJECT_NAME}_pgdata" >/dev/null
 
 # ---------------------------------------------------------------------------
-header "backup and restore (pg_dump / pg_restore), as in docs/operations.md"
+header "backup and restore (pg_dump / pg_restore), as in README.md"
 dump="$work/census.dump"
 compose exec -T db sh -c 'pg_dump -U "$POSTGRES_USER" -d "$POSTGRES_DB" --format=custom' >"$dump"
 check "pg_dump wrote a custom-format dump ($(wc -c <"$dump") bytes)" bash -c '[ "$(head -c 5 "$1")" = PGDMP ]' _ "$dump"
@@ -341,7 +341,7 @@ people_restored="$(json_field "$api/api/v1/people?gender=Female&age_min=30&limit
 check "the API reads the restored data as the read-only role ($people_restored)" test "$people_restored" = "$people_total"
 
 # ---------------------------------------------------------------------------
-header "loading new data with the loader image, as in docs/operations.md"
+header "loading new data with the loader image, as in README.md"
 mkdir -p "$work/incoming"
 head -n 21 "$repo/data/Input_Dataset.csv" | sed 's/,United-States,/,Canada,/' >"$work/incoming/new_batch.csv"
 load_new() {

@@ -4,7 +4,7 @@
 # creates later readable by it.
 # Runs by itself once, when the PostgreSQL data volume is first initialised
 # (this folder is mounted at /docker-entrypoint-initdb.d). Safe to run again,
-# e.g. after changing CENSUS_READER_PASSWORD in .env (see docs/operations.md):
+# e.g. after changing CENSUS_READER_PASSWORD in .env (see README.md, "Operating with Docker"):
 #   docker compose exec db /docker-entrypoint-initdb.d/10-readonly-role.sh
 set -euo pipefail
 : "${CENSUS_READER_PASSWORD:?CENSUS_READER_PASSWORD must be set (see .env.example)}"
