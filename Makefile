@@ -36,6 +36,7 @@ run: load
 	scripts/serve.sh
 
 test: system-deps venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 docker-test:

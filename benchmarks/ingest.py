@@ -95,8 +95,10 @@ def large_file(rows: int, scratch: Path, postgres: bool) -> None:
             seconds, peak_mib = run_measured([sys.executable, "-m", "loaders.upload", str(source), "--url", url])
             rate = rows / seconds
             verdict = "PASS" if rate >= 100_000 and peak_mib < 500 else "FAIL"
-            print(f"{name:<10} {seconds:6.2f} s  {rate:>9,.0f} rows/s (target >= 100,000)  "
-                  f"peak memory {peak_mib} MiB (target < 500)  {verdict}")
+            print(
+                f"{name:<10} {seconds:6.2f} s  {rate:>9,.0f} rows/s (target >= 100,000)  "
+                f"peak memory {peak_mib} MiB (target < 500)  {verdict}"
+            )
     finally:
         if server:
             server.stop()

@@ -8,8 +8,8 @@ Only rejected rows get per-row Python code, to write a reason a person can act o
 from __future__ import annotations
 
 import difflib
-from itertools import repeat
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from warehouse.domain import (
     CATEGORIES,
@@ -30,9 +30,20 @@ _POSITION = {column: index for index, column in enumerate(INPUT_COLUMNS)}
 
 # The person-row layout the cleaner produces, after load_id.
 OUTPUT_COLUMNS = (
-    "age", "fnlwgt", "capital_gain", "capital_loss", "hours_per_week",
-    "workclass", "education", "marital_status", "occupation", "relationship",
-    "race", "gender", "native_country", "income",
+    "age",
+    "fnlwgt",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "workclass",
+    "education",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "gender",
+    "native_country",
+    "income",
 )
 
 

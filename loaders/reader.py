@@ -14,9 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from itertools import islice
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,7 +79,9 @@ def detect_layout(first_line: str, preamble_skipped: bool) -> Layout:
         return Layout(False, tuple(range(len(INPUT_COLUMNS))), len(INPUT_COLUMNS), (), preamble_skipped)
     missing = [column for column in INPUT_COLUMNS if column not in names]
     if missing:
-        raise SourceError(f"line {1 + preamble_skipped}: header lacks column(s) {', '.join(missing)}; found {', '.join(cells)}")
+        raise SourceError(
+            f"line {1 + preamble_skipped}: header lacks column(s) {', '.join(missing)}; found {', '.join(cells)}"
+        )
     duplicated = sorted({name for name in names if names.count(name) > 1 and name in INPUT_COLUMNS})
     if duplicated:
         raise SourceError(f"line {1 + preamble_skipped}: header names column(s) {', '.join(duplicated)} more than once")

@@ -120,10 +120,17 @@ def _upload(
         if replace:
             result.replaced_loads = _retire_current_data(connection)
         load_id = connection.execute(
-            insert(Load).values(
-                source_name=source.name, sha256=sha256, started_at=datetime.now(UTC), status="running",
-                rows_read=0, rows_loaded=0, rows_rejected=0,
-            ).returning(Load.id)
+            insert(Load)
+            .values(
+                source_name=source.name,
+                sha256=sha256,
+                started_at=datetime.now(UTC),
+                status="running",
+                rows_read=0,
+                rows_loaded=0,
+                rows_rejected=0,
+            )
+            .returning(Load.id)
         ).scalar_one()
         result.load_id = load_id
         cleaner = Cleaner(dimension_ids(connection), load_id)
@@ -142,9 +149,14 @@ def _upload(
                 pipeline.submit(clean)
                 bar.update(reader.bytes_read - bar.n)
         connection.execute(
-            update(Load).where(Load.id == load_id).values(
-                rows_read=result.rows_read, rows_loaded=result.rows_loaded,
-                rows_rejected=result.rows_rejected, finished_at=datetime.now(UTC), status="loaded",
+            update(Load)
+            .where(Load.id == load_id)
+            .values(
+                rows_read=result.rows_read,
+                rows_loaded=result.rows_loaded,
+                rows_rejected=result.rows_rejected,
+                finished_at=datetime.now(UTC),
+                status="loaded",
             )
         )
     result.seconds = time.perf_counter() - started
@@ -317,7 +329,10 @@ class _BulkWriter:
 
 def _summary(result: UploadResult, source: Path, where: str) -> str:
     if result.already_loaded:
-        return f"{source.name} is already loaded in {where} (load #{result.load_id}); nothing to do. Use --replace to load it again."
+        return (
+            f"{source.name} is already loaded in {where} (load #{result.load_id}); "
+            "nothing to do. Use --replace to load it again."
+        )
     lines = [
         f"{source.name} -> {where}: read {result.rows_read:,} rows, loaded {result.rows_loaded:,}, "
         f"rejected {result.rows_rejected:,} (load #{result.load_id}, {result.seconds:.1f} s)"
@@ -333,7 +348,9 @@ def _summary(result: UploadResult, source: Path, where: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loaders.upload", description=__doc__.splitlines()[0])
-    parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE, help="CSV or UCI file (default: %(default)s)")
+    parser.add_argument(
+        "source", nargs="?", type=Path, default=DEFAULT_SOURCE, help="CSV or UCI file (default: %(default)s)"
+    )
     parser.add_argument("--db", choices=("sqlite", "postgres"), help="which database (default: DATABASE_URL or SQLite)")
     parser.add_argument("--url", help="a SQLAlchemy database URL; overrides --db")
     parser.add_argument("--replace", action="store_true", help="swap the current data for this file's, atomically")

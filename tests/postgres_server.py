@@ -42,15 +42,44 @@ class PostgresServer:
             shutil.chown(self.directory, "nobody", "nogroup")
         env = {**os.environ, "LC_ALL": "C.UTF-8"}
         subprocess.run(
-            [*self._run_as(), str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user,
-             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
-            check=True, capture_output=True, env=env,
+            [
+                *self._run_as(),
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
         )
         self.process = subprocess.Popen(
-            [*self._run_as(), str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-h", "127.0.0.1", "-k", str(self.directory), "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-            stdout=subprocess.DEVNULL, stderr=open(self.directory / "server.log", "wb"), env=env,  # noqa: SIM115
+            [
+                *self._run_as(),
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.directory),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.directory / "server.log", "wb"),  # noqa: SIM115 - the server keeps it
+            env=env,
         )
         self._wait_ready()
         return self

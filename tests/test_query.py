@@ -40,7 +40,9 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("people_filter", FILTERS, ids=lambda f: f.describe())
-def test_counts_match_pandas(sqlite_census_engine: Engine, input_frame: pd.DataFrame, people_filter: PeopleFilter) -> None:
+def test_counts_match_pandas(
+    sqlite_census_engine: Engine, input_frame: pd.DataFrame, people_filter: PeopleFilter
+) -> None:
     with sqlite_census_engine.connect() as connection:
         assert query.count_people(connection, people_filter) == int(_mask(input_frame, people_filter).sum())
 
@@ -81,7 +83,9 @@ def test_pages_cover_every_match_once(sqlite_census_engine: Engine) -> None:
 def test_sorting_by_a_label_puts_missing_last(sqlite_census_engine: Engine) -> None:
     with sqlite_census_engine.connect() as connection:
         total = query.count_people(connection, PeopleFilter())
-        last = query.fetch_people(connection, PeopleFilter(), ["workclass"], sort="workclass", limit=1, offset=total - 1)
+        last = query.fetch_people(
+            connection, PeopleFilter(), ["workclass"], sort="workclass", limit=1, offset=total - 1
+        )
         first = query.fetch_people(connection, PeopleFilter(), ["workclass"], sort="workclass", limit=1)
     assert last == [{"workclass": None}] and first == [{"workclass": "Federal-gov"}]
 
@@ -172,8 +176,10 @@ def test_bad_columns_and_sorts_are_refused() -> None:
 
 
 def test_params_round_trip() -> None:
-    original = PeopleFilter(ranges={"age": (30, None), "hours_per_week": (None, 40)},
-                            categories={"workclass": (None, "Private"), "gender": ("Female",)})
+    original = PeopleFilter(
+        ranges={"age": (30, None), "hours_per_week": (None, 40)},
+        categories={"workclass": (None, "Private"), "gender": ("Female",)},
+    )
     params = original.to_params()
     assert params == {"age_min": ["30"], "hours_max": ["40"], "workclass": ["unknown", "Private"], "gender": ["Female"]}
     assert PeopleFilter.from_params(params) == original

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, insert, select, text
+from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from warehouse.domain import CATEGORIES, EDUCATION_LEVELS
@@ -20,13 +20,26 @@ TABLES = {"person", "load", "rejected_row", *(model.__tablename__ for model, _ i
 
 def _check_schema(engine: Engine) -> None:
     inspector = inspect(engine)
-    assert TABLES <= set(inspector.get_table_names())
+    assert set(inspector.get_table_names()) >= TABLES
     assert "people" in inspector.get_view_names()
     view_columns = [column["name"] for column in inspector.get_columns("people")]
     assert view_columns == [
-        "id", "age", "workclass", "fnlwgt", "education", "education_num", "marital_status",
-        "occupation", "relationship", "race", "gender", "capital_gain", "capital_loss",
-        "hours_per_week", "native_country", "income",
+        "id",
+        "age",
+        "workclass",
+        "fnlwgt",
+        "education",
+        "education_num",
+        "marital_status",
+        "occupation",
+        "relationship",
+        "race",
+        "gender",
+        "capital_gain",
+        "capital_loss",
+        "hours_per_week",
+        "native_country",
+        "income",
     ]
     indexed = {tuple(index["column_names"]) for index in inspector.get_indexes("person")}
     assert {("age",), ("hours_per_week",), ("gender_id", "age"), ("education_id",)} <= indexed
@@ -57,8 +70,17 @@ def test_schema_on_postgres_is_idempotent(postgres_engine: Engine) -> None:
 
 def _person(**overrides: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "load_id": 1, "age": 40, "fnlwgt": 1000, "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40,
-        "education_id": 1, "marital_status_id": 1, "relationship_id": 1, "race_id": 1, "gender_id": 1,
+        "load_id": 1,
+        "age": 40,
+        "fnlwgt": 1000,
+        "capital_gain": 0,
+        "capital_loss": 0,
+        "hours_per_week": 40,
+        "education_id": 1,
+        "marital_status_id": 1,
+        "relationship_id": 1,
+        "race_id": 1,
+        "gender_id": 1,
         "income_bracket_id": 1,
     }
     row.update(overrides)
@@ -71,13 +93,23 @@ def _person(**overrides: object) -> dict[str, object]:
     ids=["age", "hours", "capital_gain", "fnlwgt", "unknown race key", "missing gender"],
 )
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_constraints_refuse_bad_people(backend: str, overrides: dict[str, object], request: pytest.FixtureRequest) -> None:
+def test_constraints_refuse_bad_people(
+    backend: str, overrides: dict[str, object], request: pytest.FixtureRequest
+) -> None:
     engine: Engine = request.getfixturevalue(f"{backend}_engine")
     create_schema(engine)
     with engine.begin() as connection:
         connection.execute(
-            insert(Load).values(id=1, source_name="t", sha256="0" * 64, started_at=text("CURRENT_TIMESTAMP"),
-                                status="loaded", rows_read=0, rows_loaded=0, rows_rejected=0)
+            insert(Load).values(
+                id=1,
+                source_name="t",
+                sha256="0" * 64,
+                started_at=text("CURRENT_TIMESTAMP"),
+                status="loaded",
+                rows_read=0,
+                rows_loaded=0,
+                rows_rejected=0,
+            )
         )
         connection.execute(insert(Person).values(**_person()))  # the valid row goes in
     with pytest.raises(IntegrityError), engine.begin() as connection:
@@ -88,7 +120,10 @@ def test_schema_script_creates_a_sqlite_file(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "made.db"
     done = subprocess.run(
         [sys.executable, "-m", "warehouse.schema", "--url", f"sqlite:///{target}"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert target.is_file() and target.stat().st_size > 0
@@ -98,7 +133,10 @@ def test_schema_script_creates_a_sqlite_file(tmp_path: Path) -> None:
 def test_schema_script_refuses_in_memory_sqlite() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "warehouse.schema", "--url", "sqlite://"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 2
     assert "must be a file" in done.stderr
@@ -107,7 +145,11 @@ def test_schema_script_refuses_in_memory_sqlite() -> None:
 def test_schema_script_names_the_unreachable_server() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "warehouse.schema", "--url", "postgresql://census@127.0.0.1:9/census"],
-        cwd=ROOT, capture_output=True, text=True, check=False, env={"DATABASE_CONNECT_TIMEOUT": "1", "PATH": ""},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"DATABASE_CONNECT_TIMEOUT": "1", "PATH": ""},
     )
     assert done.returncode == 2
     assert "127.0.0.1:9" in done.stderr

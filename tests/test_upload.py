@@ -20,7 +20,9 @@ from warehouse.schema import create_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = INPUT.read_text(encoding="utf-8").splitlines()[0]
-GOOD = "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,2174,0,40,United-States,<=50K"
+GOOD = (
+    "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,2174,0,40,United-States,<=50K"
+)
 GOOD_2 = "50,?,83311,Masters,14,Married-civ-spouse,?,Husband,White,Male,0,0,13,?,>50K."
 
 
@@ -102,9 +104,13 @@ def test_uci_files_load_the_same_people(sqlite_engine: Engine, sqlite_census_eng
     pd.testing.assert_frame_equal(_people_frame(sqlite_engine), _people_frame(sqlite_census_engine))
 
 
-def test_header_variants_bom_crlf_order_and_extra_columns(sqlite_engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_header_variants_bom_crlf_order_and_extra_columns(
+    sqlite_engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
     names = HEADER.split(",")
-    hyphenated = [n.replace("_", "-").replace("gender", "sex").replace("education-num", "educational-num") for n in names]
+    hyphenated = [
+        n.replace("_", "-").replace("gender", "sex").replace("education-num", "educational-num") for n in names
+    ]
     order = list(range(len(names)))[::-1]  # columns in reverse order, plus an extra one
     header = ",".join(["note", *(hyphenated[i] for i in order)])
     lines = [",".join(["x", *(row.split(",")[i] for i in order)]) for row in (GOOD, GOOD_2)]
@@ -126,16 +132,11 @@ def test_missing_columns_fail_with_their_names(tmp_path: Path, sqlite_engine: En
 
 
 BAD_ROWS = {
-    "200,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K":
-        "age: 200 is outside the allowed range 16..100",
-    "39,State-gov,77516,Bachelors,12,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K":
-        "education_num: 12 does not match education 'Bachelors', which is 13",
-    "39,Stat-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K":
-        "workclass: unknown value 'Stat-gov'; did you mean 'State-gov'?",
-    "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,?,0,0,40,United-States,<=50K":
-        "gender: missing, but it is required",
-    "39,State-gov,many,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,maybe":
-        "fnlwgt: 'many' is not a whole number; income: unknown value 'maybe'",
+    "200,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K": "age: 200 is outside the allowed range 16..100",
+    "39,State-gov,77516,Bachelors,12,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K": "education_num: 12 does not match education 'Bachelors', which is 13",
+    "39,Stat-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,<=50K": "workclass: unknown value 'Stat-gov'; did you mean 'State-gov'?",
+    "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,?,0,0,40,United-States,<=50K": "gender: missing, but it is required",
+    "39,State-gov,many,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,0,0,40,United-States,maybe": "fnlwgt: 'many' is not a whole number; income: unknown value 'maybe'",
     "39,State-gov,77516,Bachelors,13": "expected 15 fields, found 5",
 }
 
@@ -147,8 +148,9 @@ def test_bad_rows_are_kept_with_line_and_reason(tmp_path: Path, sqlite_engine: E
     assert (result.rows_read, result.rows_loaded, result.rows_rejected) == (8, 2, 6)
     with sqlite_engine.connect() as connection:
         rejected = connection.execute(
-            select(RejectedRow.line_number, RejectedRow.raw_text, RejectedRow.reason, RejectedRow.load_id)
-            .order_by(RejectedRow.line_number)
+            select(RejectedRow.line_number, RejectedRow.raw_text, RejectedRow.reason, RejectedRow.load_id).order_by(
+                RejectedRow.line_number
+            )
         ).all()
     assert [r.line_number for r in rejected] == [3, 4, 5, 6, 7, 8]
     for row, (raw, reason) in zip(rejected, BAD_ROWS.items()):
@@ -255,7 +257,11 @@ def test_a_file_that_is_not_utf8_fails_naming_the_line(tmp_path: Path, sqlite_en
 def _cli(source: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "loaders.upload", str(source), *args],
-        cwd=ROOT, capture_output=True, text=True, check=False, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
 
 
@@ -304,7 +310,11 @@ def test_upload_waits_for_a_server_that_is_still_starting(tmp_path: Path) -> Non
     env = {"DATABASE_CONNECT_TIMEOUT": "60", "PATH": "/usr/bin:/bin"}
     loader = subprocess.Popen(
         [sys.executable, "-m", "loaders.upload", str(path), "--url", server.url()],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         time.sleep(1.5)

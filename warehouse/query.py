@@ -30,7 +30,7 @@ from sqlalchemy import (
     select,
 )
 
-from warehouse.domain import CATEGORIES, COLUMN_TITLES, HIGH_INCOME, RANGES
+from warehouse.domain import CATEGORIES, COLUMN_TITLES, HIGH_INCOME
 from warehouse.models import DIMENSIONS, Base, Education, IncomeBracket, Person, people
 
 PERSON = Person.__table__
@@ -52,8 +52,12 @@ RANGE_PARAMS: Final[dict[str, str]] = {
 }
 
 AGE_BANDS: Final[tuple[tuple[str, int, int], ...]] = (
-    ("17-24", 0, 24), ("25-34", 25, 34), ("35-44", 35, 44), ("45-54", 45, 54),
-    ("55-64", 55, 64), ("65+", 65, 1000),
+    ("17-24", 0, 24),
+    ("25-34", 25, 34),
+    ("35-44", 35, 44),
+    ("45-54", 45, 54),
+    ("55-64", 55, 64),
+    ("65+", 65, 1000),
 )
 AGE_BAND: Final = "age_band"
 # Numeric columns that may be grouped by value (few distinct values).
@@ -558,7 +562,9 @@ def browse_table(
             raise QueryError("sort", f"cannot sort by {name!r}", list(by_name))
         order.append((by_name[name].desc() if sort.startswith("-") else by_name[name].asc()).nulls_last())
     order.extend(column for column in available if column.primary_key)
-    statement = select(*(by_name[name] for name in names)).select_from(joined).order_by(*order).limit(limit).offset(offset)
+    statement = (
+        select(*(by_name[name] for name in names)).select_from(joined).order_by(*order).limit(limit).offset(offset)
+    )
     return [dict(row) for row in connection.execute(statement).mappings()]
 
 

@@ -1,8 +1,8 @@
 """Create the warehouse schema (tables, indexes, view) idempotently.
 
-    python -m warehouse.schema                 # data/census.db (SQLite file)
-    python -m warehouse.schema --db postgres   # DATABASE_URL or POSTGRES_URL
-    python -m warehouse.schema --url URL
+python -m warehouse.schema                 # data/census.db (SQLite file)
+python -m warehouse.schema --db postgres   # DATABASE_URL or POSTGRES_URL
+python -m warehouse.schema --url URL
 """
 
 from __future__ import annotations
