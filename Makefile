@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run load serve test system-deps venv docker-test bench clean
+.PHONY: run load test browser-deps system-deps venv docker-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,19 +20,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-# Debian packages the tests need: Chromium and its driver for browser tests and
-# PNG export, PostgreSQL 15 server binaries for the PostgreSQL tests.
-system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-	    || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then \
+# Debian packages: Chromium and its driver for PNG/JPG export and the browser
+# tests; the PostgreSQL 15 server binaries for the PostgreSQL tests.
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver postgresql-15 >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+system-deps: browser-deps
+	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 	fi
 
 load: venv
 	$(BIN)/python -m loaders.upload
 
-run: load
+run: browser-deps load
 	scripts/serve.sh
 
 test: system-deps venv
