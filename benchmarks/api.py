@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from tests.postgres_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_QUERY = "/api/v1/people?gender=Female&age_min=30&limit=100"
@@ -57,12 +58,6 @@ MILLION_QUERIES: list[tuple[str, str]] = [
     ("stats", "/api/v1/stats?group_by=gender"),
     ("stats", "/api/v1/stats?group_by=race&group_by=age_band"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

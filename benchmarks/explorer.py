@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from explorer.image_export import HEADLESS_CHROMIUM_ARGS
+from tests.postgres_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"filter_census": 0.300, "filter_large": 1.0, "page_turn": 0.200, "png_warm": 2.5, "page_usable": 5.0}
@@ -136,9 +138,7 @@ def bench_page_usable(url: str, runs: int = 3) -> float:
 def _page_usable_once(url: str) -> float:
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT), "EXPLORER_WARM_BROWSER": "0"}
     command = [
         sys.executable,
@@ -152,15 +152,7 @@ def _page_usable_once(url: str) -> float:
         "127.0.0.1",
         f"--allow-websocket-origin=127.0.0.1:{port}",
     ]
-    args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    args = list(HEADLESS_CHROMIUM_ARGS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
         page = browser.new_page()

@@ -33,15 +33,21 @@ logging.getLogger("bokeh.io.export").setLevel(logging.ERROR)
 
 CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("EXPLORER_CHROMEDRIVER", "/usr/bin/chromedriver")
-CHROME_ARGS = (
+# What any headless Chromium needs here: root needs --no-sandbox, and the closed
+# network refuses Chromium's background connections. The browser tests and the
+# explorer benchmark start their Chromium with these too.
+HEADLESS_CHROMIUM_ARGS = (
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
-    "--disable-dev-shm-usage",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+)
+CHROME_ARGS = (
+    *HEADLESS_CHROMIUM_ARGS,
+    "--disable-dev-shm-usage",
     "--hide-scrollbars",
     "--force-device-scale-factor=1",
     "--window-size=1400,1000",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from tests.postgres_server import free_port
 from warehouse.domain import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,12 +127,6 @@ def client(sqlite_census_url: str) -> Iterator[TestClient]:
 def pg_client(postgres_census_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(postgres_census_url)) as test_client:
         yield test_client
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,20 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from explorer.image_export import HEADLESS_CHROMIUM_ARGS
+from tests.postgres_server import free_port
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROME_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROME_ARGS = list(HEADLESS_CHROMIUM_ARGS)
 COMMIT = "test-commit-4f2a"
 
 if not Path(CHROMIUM).exists() or not Path("/usr/bin/chromedriver").exists():
@@ -50,12 +44,6 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
