@@ -1,6 +1,6 @@
 """`python -m api`: serve the API with uvicorn on API_HOST:API_PORT (default 127.0.0.1:8000).
 
-    python -m api [--host HOST] [--port PORT] [--workers N]
+python -m api [--host HOST] [--port PORT] [--workers N]
 """
 
 from __future__ import annotations

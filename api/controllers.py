@@ -102,9 +102,15 @@ def provide_people_filter(
         "fnlwgt": (fnlwgt_min, fnlwgt_max),
     }
     chosen = {
-        "gender": gender, "race": race, "marital_status": marital_status, "education": education,
-        "workclass": workclass, "occupation": occupation, "relationship": relationship,
-        "native_country": native_country, "income": income,
+        "gender": gender,
+        "race": race,
+        "marital_status": marital_status,
+        "education": education,
+        "workclass": workclass,
+        "occupation": occupation,
+        "relationship": relationship,
+        "native_country": native_country,
+        "income": income,
     }
     ranges = {column: pair for column, pair in bounds.items() if pair != (None, None)}
     categories = {
@@ -162,12 +168,8 @@ class PeopleController(Controller):
             SortKey | None,  # type: ignore[valid-type]
             Parameter(description="Column to order by, `-` prefix for descending; ties by id. Default: id."),
         ] = None,
-        limit: Annotated[
-            int, Parameter(ge=1, le=MAX_LIMIT, description="People per page.")
-        ] = DEFAULT_LIMIT,
-        offset: Annotated[
-            int, Parameter(ge=0, le=MAX_OFFSET, description="How many matching people to skip.")
-        ] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="People per page.")] = DEFAULT_LIMIT,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="How many matching people to skip.")] = 0,
     ) -> PeoplePage:
         columns = list(dict.fromkeys(f.value for f in fields)) if fields else None
         total, rows = service.people_page(people_filter, columns, sort.value if sort else None, limit, offset)
@@ -268,16 +270,12 @@ class DimensionsController(Controller):
         ],
     ) -> Dimension:
         if name not in CATEGORIES:
-            raise NotFoundException(
-                f"no dimension {name!r}", extra={"parameter": "name", "allowed": list(CATEGORIES)}
-            )
+            raise NotFoundException(f"no dimension {name!r}", extra={"parameter": "name", "allowed": list(CATEGORIES)})
         return _dimension(service.dimension(name, people_filter))
 
 
 def _dimension(data: dict[str, Any]) -> Dimension:
-    return Dimension(
-        name=data["name"], title=data["title"], values=[DimensionValue(**v) for v in data["values"]]
-    )
+    return Dimension(name=data["name"], title=data["title"], values=[DimensionValue(**v) for v in data["values"]])
 
 
 @get(

@@ -115,9 +115,7 @@ def handle_http_exception(_request: Request, exc: HTTPException) -> Response[Err
 def handle_database_error(request: Request, exc: Exception) -> Response[ErrorBody]:
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     log.warning("database error on %s: %s", request.url.path, reason[0] if reason else exc)
-    return error_response(
-        503, f"the database did not answer: {reason[0] if reason else type(exc).__name__}"
-    )
+    return error_response(503, f"the database did not answer: {reason[0] if reason else type(exc).__name__}")
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:

@@ -181,8 +181,7 @@ def throughput(args: argparse.Namespace, db: Path) -> None:
     load = wrk if shutil.which("wrk") and not args.python_load else python_load
     generator = "wrk" if load is wrk else "python threads"
     print(
-        f"\n== Throughput on {db} ({args.connections} connections, {args.seconds} s each, "
-        f"load generator: {generator})"
+        f"\n== Throughput on {db} ({args.connections} connections, {args.seconds} s each, load generator: {generator})"
     )
     api_port, ds_port, ds_fast_port = free_port(), free_port(), free_port()
     api_cmd = [sys.executable, "-m", "api", "--port", str(api_port), "--workers", str(args.workers)]

@@ -8,6 +8,7 @@ Only rejected rows get per-row Python code, to write a reason a person can act o
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -49,10 +50,19 @@ OUTPUT_COLUMNS = (
 
 @dataclass
 class CleanChunk:
-    # (load_id, *OUTPUT_COLUMNS) with dimension ids for labels
-    rows: list[tuple[int | None, ...]] = field(default_factory=list)
+    """The accepted people column by column (load_id, then OUTPUT_COLUMNS with
+    dimension ids for labels), as the cleaner works; `rows()` for the writers."""
+
+    columns: list[Sequence[int | None]] = field(default_factory=list)
     # (line number, raw text, reason)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def rows(self) -> list[tuple[int | None, ...]]:
+        return list(zip(*self.columns))
 
 
 class Cleaner:
@@ -73,31 +83,33 @@ class Cleaner:
             dimension_ids["education"][label]: number for label, number in EDUCATION_LEVELS.items()
         }
 
-    def clean(self, fields: list[list[str]], line_numbers: list[int], raw_lines: list[str]) -> CleanChunk:
+    def clean(self, columns: Sequence[Sequence[str]], line_numbers: Sequence[int], raw_lines: list[str]) -> CleanChunk:
+        """`columns[i]` holds the values of INPUT_COLUMNS[i], one per record."""
         problems: dict[int, list[str]] = {}
-        columns = list(zip(*fields)) if fields else [() for _ in INPUT_COLUMNS]
         values: dict[str, list[object]] = {}
         for column in NUMERIC_COLUMNS:
             values[column] = self._numbers(column, columns[_POSITION[column]], problems)
         for column in self._lookups:
             values[column] = self._labels(column, columns[_POSITION[column]], problems)
-        self._check_education_num(values, fields, problems)
+        self._check_education_num(values, columns, problems)
 
-        result = CleanChunk()
-        # Rows come out ready for the person table: load_id first.
-        rows = zip(repeat(self.load_id), *(values[column] for column in OUTPUT_COLUMNS))
+        count = len(line_numbers)
+        # Columns come out ready for the person table: load_id first.
+        columns: list[Sequence[int | None]] = [
+            [self.load_id] * count,
+            *(values[column] for column in OUTPUT_COLUMNS),  # type: ignore[misc]
+        ]
         if not problems:
-            result.rows = list(rows)  # type: ignore[arg-type]
-            return result
-        result.rows = [row for index, row in enumerate(rows) if index not in problems]  # type: ignore[misc]
-        result.rejected = [
+            return CleanChunk(columns)
+        kept = [index for index in range(count) if index not in problems]
+        rejected = [
             (line_numbers[index], raw_lines[index].rstrip("\r\n"), "; ".join(reasons))
             for index, reasons in sorted(problems.items())
         ]
-        return result
+        return CleanChunk([[column[index] for index in kept] for column in columns], rejected)
 
     @staticmethod
-    def _numbers(column: str, raw: tuple[str, ...], problems: dict[int, list[str]]) -> list[object]:
+    def _numbers(column: str, raw: Sequence[str], problems: dict[int, list[str]]) -> list[object]:
         low, high = RANGES[column]
         try:
             # Fast path, all in C: int() also tolerates surrounding spaces.
@@ -111,7 +123,7 @@ class Cleaner:
                 problems.setdefault(index, []).append(_number_reason(column, raw[index].strip(), low, high))
         return parsed
 
-    def _labels(self, column: str, raw: tuple[str, ...], problems: dict[int, list[str]]) -> list[object]:
+    def _labels(self, column: str, raw: Sequence[str], problems: dict[int, list[str]]) -> list[object]:
         lookup = self._lookups[column]
         try:
             return list(map(lookup.__getitem__, raw))  # C speed; most chunks are all valid
@@ -129,7 +141,7 @@ class Cleaner:
         return ids
 
     def _check_education_num(
-        self, values: dict[str, list[object]], fields: list[list[str]], problems: dict[int, list[str]]
+        self, values: dict[str, list[object]], columns: Sequence[Sequence[str]], problems: dict[int, list[str]]
     ) -> None:
         """education_num depends on education alone: a mismatch is a corrupt row."""
         expected = list(map(self._education_num_by_id.get, values["education"]))
@@ -138,7 +150,7 @@ class Cleaner:
             return
         for index, (want, got) in enumerate(zip(expected, actual)):
             if want is not None and got is not _INVALID and got != want:
-                label = fields[index][_POSITION["education"]].strip()
+                label = columns[_POSITION["education"]][index].strip()
                 problems.setdefault(index, []).append(
                     f"education_num: {got} does not match education {label!r}, which is {want}"
                 )

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, ForeignKeyConstraint, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import AddConstraint, DropConstraint
-from tqdm import tqdm
 
 from loaders.cleaner import OUTPUT_COLUMNS, CleanChunk, Cleaner
 from loaders.reader import SourceError, SourceReader
@@ -93,10 +93,16 @@ def upload(
     *,
     replace: bool = False,
     strict: bool = False,
-    chunk_size: int = 50_000,
+    chunk_size: int = 10_000,
     progress: bool | None = None,
 ) -> UploadResult:
-    """Clean `source` and load it; everything or nothing is committed."""
+    """Clean `source` and load it; everything or nothing is committed.
+
+    `chunk_size` rows are read, cleaned and written at a time: 10,000 keeps peak
+    memory near 80 MB on a 1,000,000-row file and still gives the 48,842-row input
+    five chunks, so writing one overlaps cleaning the next (50,000 was one chunk
+    there, with no overlap, and 190 MB on the large file).
+    """
     with _cyclic_gc_paused():
         return _upload(engine, source, replace=replace, strict=strict, chunk_size=chunk_size, progress=progress)
 
@@ -135,19 +141,17 @@ def _upload(
         result.load_id = load_id
         cleaner = Cleaner(dimension_ids(connection), load_id)
         writer = _BulkWriter(connection, load_id)
-        total = source.stat().st_size
         show = sys.stderr.isatty() if progress is None else progress
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=source.name, disable=not show)
-        with writer, bar, _Pipeline(writer.write) as pipeline:
+        with writer, _progress_bar(source, show) as bar, _Pipeline(writer.write) as pipeline:
             for chunk in reader.chunks():
-                clean = cleaner.clean(chunk.fields, chunk.line_numbers, chunk.raw_lines)
+                clean = cleaner.clean(chunk.columns, chunk.line_numbers, chunk.raw_lines)
                 clean.rejected.extend(chunk.malformed)
                 _record(result, clean, chunk.rows_read)
                 if strict and clean.rejected:
                     line, _, reason = min(clean.rejected)
                     raise StrictModeError(f"--strict: line {line} rejected: {reason}")
                 pipeline.submit(clean)
-                bar.update(reader.bytes_read - bar.n)
+                bar.update(reader.bytes_read - bar.n)  # bytes, so the bar needs no row count
         connection.execute(
             update(Load)
             .where(Load.id == load_id)
@@ -161,6 +165,25 @@ def _upload(
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _NoProgress:
+    n = 0
+
+    def update(self, _bytes: int) -> None:
+        pass
+
+
+@contextmanager
+def _progress_bar(source: Path, show: bool) -> Iterator[Any]:
+    """A tqdm bar over the file's bytes on a terminal; nothing otherwise."""
+    if not show:
+        yield _NoProgress()
+        return
+    from tqdm import tqdm  # imported only when shown: it is 1% of a small upload's time
+
+    with tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc=source.name) as bar:
+        yield bar
 
 
 @contextmanager
@@ -188,7 +211,7 @@ def _bulk_connection(engine: Engine) -> Iterator[Connection]:
 
 def _record(result: UploadResult, clean: CleanChunk, rows_read: int) -> None:
     result.rows_read += rows_read
-    result.rows_loaded += len(clean.rows)
+    result.rows_loaded += clean.row_count
     result.rows_rejected += len(clean.rejected)
     room = SHOWN_REASONS - len(result.first_rejections)
     if room > 0:
@@ -290,11 +313,11 @@ class _BulkWriter:
                 self.connection.execute(AddConstraint(foreign_key, isolate_from_table=False))
 
     def write(self, clean: CleanChunk) -> None:
-        if clean.rows:
+        if clean.row_count:
             if self.is_postgres:
-                self._copy(clean.rows)
+                self._copy(clean.rows())
             else:
-                self._executemany(clean.rows)
+                self._executemany(clean.rows())
         if clean.rejected:
             self.connection.execute(
                 insert(RejectedRow),
@@ -316,14 +339,17 @@ class _BulkWriter:
         from psycopg2 import sql
 
         buffer = io.StringIO()
-        # In COPY's CSV format an empty unquoted field is NULL.
+        # In COPY's CSV format an empty unquoted field is NULL. (csv.writer, in C,
+        # formats a chunk faster than joining str() of every value.)
         csv.writer(buffer, lineterminator="\n").writerows(rows)
         buffer.seek(0)
         statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
             sql.Identifier(Person.__tablename__), sql.SQL(", ").join(map(sql.Identifier, PERSON_COLUMNS))
         )
         cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.copy_expert(statement, buffer)
+        # psycopg2 sends 8 kB at a time by default; 1 MB blocks took the COPY of a
+        # 1,000,000-row file from 5.3 s to 3.4 s.
+        cursor.copy_expert(statement, buffer, size=1 << 20)
         cursor.close()
 
 
@@ -355,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="a SQLAlchemy database URL; overrides --db")
     parser.add_argument("--replace", action="store_true", help="swap the current data for this file's, atomically")
     parser.add_argument("--strict", action="store_true", help="fail the whole upload if any row is rejected")
-    parser.add_argument("--chunk-size", type=int, default=50_000, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-size", type=int, default=10_000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     url = resolve_database_url(args.db, args.url)

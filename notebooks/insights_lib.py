@@ -188,7 +188,7 @@ def reversal_scan(
             means = cells["mean"].unstack()
             sizes = cells["size"].unstack().fillna(0)
             for index, first in enumerate(levels):
-                for second in levels[index + 1:]:
+                for second in levels[index + 1 :]:
                     if overall.loc[first, "mean"] == overall.loc[second, "mean"]:
                         continue
                     ahead = overall.loc[first, "mean"] > overall.loc[second, "mean"]
@@ -198,16 +198,30 @@ def reversal_scan(
                     if compared < min_strata:
                         continue
                     if bool((means.loc[low][usable] > means.loc[high][usable]).all()):
-                        rows.append({
-                            "attribute": attribute, "within": stratum,
-                            "higher overall": high, "its share": overall.loc[high, "mean"],
-                            "its people": int(overall.loc[high, "size"]),
-                            "lower overall": low, "lower share": overall.loc[low, "mean"],
-                            "lower people": int(overall.loc[low, "size"]),
-                            "strata compared": compared,
-                        })
-    columns = ["attribute", "within", "higher overall", "its share", "its people", "lower overall",
-               "lower share", "lower people", "strata compared"]
+                        rows.append(
+                            {
+                                "attribute": attribute,
+                                "within": stratum,
+                                "higher overall": high,
+                                "its share": overall.loc[high, "mean"],
+                                "its people": int(overall.loc[high, "size"]),
+                                "lower overall": low,
+                                "lower share": overall.loc[low, "mean"],
+                                "lower people": int(overall.loc[low, "size"]),
+                                "strata compared": compared,
+                            }
+                        )
+    columns = [
+        "attribute",
+        "within",
+        "higher overall",
+        "its share",
+        "its people",
+        "lower overall",
+        "lower share",
+        "lower people",
+        "strata compared",
+    ]
     result = pd.DataFrame(rows, columns=columns)
     order = ["strata compared", "attribute", "within"]
     return result.sort_values(order, ascending=[False, True, True], ignore_index=True)

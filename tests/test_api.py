@@ -29,8 +29,12 @@ PEOPLE = "/api/v1/people"
 STATS = "/api/v1/stats"
 # Range parameter -> input column.
 RANGE_COLUMNS = {
-    "age": "age", "hours": "hours_per_week", "education_num": "education_num",
-    "capital_gain": "capital_gain", "capital_loss": "capital_loss", "fnlwgt": "fnlwgt",
+    "age": "age",
+    "hours": "hours_per_week",
+    "education_num": "education_num",
+    "capital_gain": "capital_gain",
+    "capital_loss": "capital_loss",
+    "fnlwgt": "fnlwgt",
 }
 AGE_BINS = [0, 24, 34, 44, 54, 64, 1000]
 AGE_LABELS = ["17-24", "25-34", "35-44", "45-54", "55-64", "65+"]
@@ -136,7 +140,10 @@ def live_api(sqlite_census_url: str) -> Iterator[str]:
     env = {**os.environ, "DATABASE_URL": sqlite_census_url, "API_PORT": str(port), "GIT_COMMIT": "live-test"}
     process = subprocess.Popen(
         [sys.executable, "-m", "api", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -428,7 +435,11 @@ def test_openapi_documents_every_parameter(client: TestClient) -> None:
     people = {p["name"]: p for p in schema["paths"][PEOPLE]["get"]["parameters"]}
     expected = {
         *(f"{name}_{end}" for name in RANGE_COLUMNS for end in ("min", "max")),
-        *CATEGORIES, "fields", "sort", "limit", "offset",
+        *CATEGORIES,
+        "fields",
+        "sort",
+        "limit",
+        "offset",
     }
     assert set(people) == expected
     assert people["limit"]["schema"]["minimum"] == 1 and people["limit"]["schema"]["maximum"] == 1000
@@ -502,9 +513,24 @@ def test_schemathesis_finds_no_failures(live_api: str, tmp_path: Path) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
-        f"{live_api}/schema/openapi.json", "--checks", "all", "--max-examples", "25",
-        "--seed", "1994", "--workers", "2", "--request-timeout", "10", "--no-color",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        f"{live_api}/schema/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        "25",
+        "--seed",
+        "1994",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "10",
+        "--no-color",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

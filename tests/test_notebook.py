@@ -47,13 +47,19 @@ def executed(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory) -
         # The kernelspec says "python": make it this interpreter (the project's venv).
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
-        HTTP_PROXY=OFFLINE_PROXY, HTTPS_PROXY=OFFLINE_PROXY, http_proxy=OFFLINE_PROXY, https_proxy=OFFLINE_PROXY,
-        NO_PROXY="localhost,127.0.0.1", no_proxy="localhost,127.0.0.1",
+        HTTP_PROXY=OFFLINE_PROXY,
+        HTTPS_PROXY=OFFLINE_PROXY,
+        http_proxy=OFFLINE_PROXY,
+        https_proxy=OFFLINE_PROXY,
+        NO_PROXY="localhost,127.0.0.1",
+        no_proxy="localhost,127.0.0.1",
     )
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     assert notebook.metadata.kernelspec.name == "python3"
     client = NotebookClient(
-        notebook, timeout=TIME_LIMIT_S, kernel_name="python3",
+        notebook,
+        timeout=TIME_LIMIT_S,
+        kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     started = time.perf_counter()
@@ -86,12 +92,16 @@ def test_every_cell_ran_without_errors(executed: dict) -> None:
 @pytest.mark.slow
 def test_saved_notebook_matches_a_fresh_run(executed: dict) -> None:
     """The committed notebook is saved with outputs, and its text is what a fresh run renders."""
+
     def markdown_outputs(notebook: nbformat.NotebookNode) -> list[str]:
         return [
             output["data"]["text/markdown"]
-            for cell in notebook.cells if cell.cell_type == "code"
-            for output in cell.outputs if "text/markdown" in output.get("data", {})
+            for cell in notebook.cells
+            if cell.cell_type == "code"
+            for output in cell.outputs
+            if "text/markdown" in output.get("data", {})
         ]
+
     saved = nbformat.read(NOTEBOOK, as_version=4)
     fresh = markdown_outputs(executed["notebook"])
     assert len(fresh) >= 15
@@ -229,9 +239,11 @@ def test_insight_6_education_reversal_explained_by_age(frame: pd.DataFrame, answ
     # The query layer's age bands, restated: 17-24, 25-34, ..., 55-64, 65+.
     bands = pd.cut(frame["age"], [0, 24, 34, 44, 54, 64, 200])
     mix = bands.value_counts(normalize=True)
+
     def standardized(group: pd.DataFrame) -> float:
         rates = group.groupby(bands.loc[group.index], observed=True)["high"].mean()
         return float((rates * mix.loc[rates.index] / mix.loc[rates.index].sum()).sum())
+
     std_11, std_7 = standardized(eleventh), standardized(seventh)
     assert std_11 > std_7
     assert f"{pct(std_11)} vs {pct(std_7)}" in answer
@@ -262,9 +274,16 @@ def test_standardize_and_reversal_scan() -> None:
     assert lib.standardize(rates, pd.Series({"a": 3, "b": 1})) == pytest.approx(0.4)
     # A is ahead overall only because it sits mostly in the easy stratum.
     rows = (
-        [("A", "easy", 1)] * 80 + [("A", "easy", 0)] * 10 + [("A", "hard", 0)] * 10
-        + [("B", "easy", 1)] * 10 + [("B", "hard", 1)] * 30 + [("B", "hard", 0)] * 60
-        + [("A", "mid", 1)] * 5 + [("A", "mid", 0)] * 5 + [("B", "mid", 1)] * 8 + [("B", "mid", 0)] * 2
+        [("A", "easy", 1)] * 80
+        + [("A", "easy", 0)] * 10
+        + [("A", "hard", 0)] * 10
+        + [("B", "easy", 1)] * 10
+        + [("B", "hard", 1)] * 30
+        + [("B", "hard", 0)] * 60
+        + [("A", "mid", 1)] * 5
+        + [("A", "mid", 0)] * 5
+        + [("B", "mid", 1)] * 8
+        + [("B", "mid", 0)] * 2
     )
     frame = pd.DataFrame(rows, columns=["group", "stratum", "y"])
     scan = lib.reversal_scan(frame, ["group"], ["stratum"], "y", min_group=10, min_cell=5, min_strata=3)

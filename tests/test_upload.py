@@ -325,3 +325,15 @@ def test_upload_waits_for_a_server_that_is_still_starting(tmp_path: Path) -> Non
         server.stop()
     assert loader.returncode == 0, err
     assert "loaded 1" in out
+
+
+def test_progress_bar_shows_only_when_asked(
+    tmp_path: Path, sqlite_engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quiet = _write(tmp_path, f"{HEADER}\n{GOOD}\n", name="quiet.csv")
+    upload(sqlite_engine, quiet, progress=False)
+    assert capsys.readouterr().err == ""
+    shown = _write(tmp_path, f"{HEADER}\n{GOOD_2}\n", name="shown.csv")
+    upload(sqlite_engine, shown, progress=True)
+    bar = capsys.readouterr().err
+    assert "shown.csv" in bar and "100%" in bar

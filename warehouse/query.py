@@ -8,14 +8,27 @@ built on the `person` fact table, joining only the dimensions a query shows:
 SQLite does not drop unused LEFT JOINs inside a view, and filtering through the
 view's labels cost 350 ms instead of 6 ms on a 1,000,000-row file. A test checks
 that both paths return the same people.
+
+Grouped aggregates (`aggregate_people`, `value_counts`) are answered from an
+in-memory columnar snapshot of `person` (`warehouse.columnar`) when the data fits
+COLUMNAR_MAX_ROWS: SQLite has no hash aggregation, so its GROUP BY sorts every
+matching row, and on 1,000,000 rows the API's /stats queries took 70-860 ms
+(median 217-298 ms; grouping everyone by gender 556 ms, by race and age band
+781-857 ms). numpy over one contiguous array per column answers the same
+requests in 7-30 ms (median 12 ms). The SQL versions stay below
+(`_aggregate_people_sql`, `_value_counts_sql`): they answer when the snapshot
+cannot (too many rows, a build in progress elsewhere) and are the reference the
+tests compare it with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import (
     Alias,
     ColumnElement,
@@ -32,6 +45,9 @@ from sqlalchemy import (
 
 from warehouse.domain import CATEGORIES, COLUMN_TITLES, HIGH_INCOME
 from warehouse.models import DIMENSIONS, Base, Education, IncomeBracket, Person, people
+
+if TYPE_CHECKING:
+    from warehouse.columnar import Snapshot
 
 PERSON = Person.__table__
 # Columns of the people view, in order.
@@ -133,6 +149,36 @@ class PeopleFilter:
             if values:
                 conditions.append(_category_condition(column, values))
         return conditions
+
+    def mask(self, snapshot: Snapshot) -> NDArray[np.bool_] | None:
+        """conditions() over a columnar snapshot: one boolean per person of the
+        snapshot, or None when the filter keeps everyone.
+
+        The same rules, stated a second time for numpy: keep both in step.
+        tests/test_columnar.py checks, filter by filter, that the two select
+        exactly the same people.
+        """
+        parts: list[NDArray[np.bool_]] = []
+        for column, (low, high) in self.ranges.items():
+            if low is None and high is None:
+                continue
+            if column == "education_num":
+                parts.append(snapshot.key_in("education_id", snapshot.education_ids(low, high)))
+            else:
+                parts.append(snapshot.between(column, low, high))
+        for column, values in self.categories.items():
+            if values:
+                labels = [v for v in values if v is not UNKNOWN]
+                keys = snapshot.label_keys(column, labels)
+                if len(labels) < len(values):
+                    keys.append(snapshot.missing_key)  # UNKNOWN: a NULL key
+                parts.append(snapshot.key_in(DIMENSIONS[column][1], keys))
+        if not parts:
+            return None
+        mask = parts[0]
+        for part in parts[1:]:
+            mask &= part
+        return mask
 
     def describe(self) -> str:
         """Words for titles and file names: 'Gender: Female · Age 30–90'."""
@@ -331,6 +377,15 @@ def iter_people(
 
 
 def count_people(connection: Connection, people_filter: PeopleFilter) -> int:
+    """How many people match; from the columnar snapshot when there is one (a
+    filtered count over 1,000,000 people took SQLite 40-80 ms, the mask 1-5 ms)."""
+    snapshot = _snapshot(connection)
+    if snapshot is not None:
+        return snapshot.count_people(people_filter)
+    return _count_people_sql(connection, people_filter)
+
+
+def _count_people_sql(connection: Connection, people_filter: PeopleFilter) -> int:
     statement = select(func.count()).select_from(PERSON).where(*people_filter.conditions())
     return int(connection.scalar(statement) or 0)
 
@@ -373,17 +428,8 @@ def _group_key(name: str) -> ColumnElement[Any]:
     return PERSON.c[name]
 
 
-def aggregate_people(
-    connection: Connection,
-    people_filter: PeopleFilter,
-    group_by: Sequence[str] = (),
-    measures: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Grouped measures, computed in SQL: one dict per group, labels for keys.
-
-    Groups by one or two of GROUP_COLUMNS (categorical attributes, 'age_band',
-    or a numeric attribute with few values). Missing categories come back as None.
-    """
+def validate_aggregate(group_by: Sequence[str], measures: Sequence[str] | None) -> list[str]:
+    """Refuse what aggregate_people cannot answer (both paths share this); the measures wanted."""
     if len(group_by) > 2 or len(set(group_by)) != len(group_by):
         raise QueryError("group_by", "takes one or two different attributes", GROUP_COLUMNS)
     for name in group_by:
@@ -393,11 +439,59 @@ def aggregate_people(
     unknown = [m for m in wanted if m not in MEASURES]
     if unknown:
         raise QueryError("measures", f"unknown measure(s) {', '.join(unknown)}", list(MEASURES))
+    return wanted
 
+
+def validate_value_counts(column: str, by: str | None) -> None:
+    """Refuse what value_counts cannot answer (both paths share this)."""
+    if column not in RANGE_COLUMNS:
+        raise QueryError("column", f"{column!r} is not numeric", RANGE_COLUMNS)
+    if by is not None and by not in GROUP_COLUMNS:
+        raise QueryError("by", f"cannot group by {by!r}", GROUP_COLUMNS)
+
+
+def _snapshot(connection: Connection) -> Snapshot | None:
+    # Imported here, not at the top: warehouse.columnar builds on this module.
+    from warehouse import columnar
+
+    return columnar.current(connection)
+
+
+def aggregate_people(
+    connection: Connection,
+    people_filter: PeopleFilter,
+    group_by: Sequence[str] = (),
+    measures: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Grouped measures: one dict per group, labels for keys.
+
+    Groups by one or two of GROUP_COLUMNS (categorical attributes, 'age_band',
+    or a numeric attribute with few values). Missing categories come back as None.
+    Answered from the columnar snapshot when there is one (see the module
+    docstring), else in SQL; both give the same rows in the same order.
+    """
+    validate_aggregate(group_by, measures)  # before the connection is used
+    snapshot = _snapshot(connection)
+    if snapshot is not None:
+        return snapshot.aggregate_people(people_filter, group_by, measures)
+    return _aggregate_people_sql(connection, people_filter, group_by, measures)
+
+
+def _aggregate_people_sql(
+    connection: Connection,
+    people_filter: PeopleFilter,
+    group_by: Sequence[str] = (),
+    measures: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """aggregate_people computed in SQL: the fallback, and the reference the snapshot is tested against."""
+    wanted = validate_aggregate(group_by, measures)
     expressions = _measure_expressions()
     keys = [_group_key(name).label(f"key_{index}") for index, name in enumerate(group_by)]
     inner = (
         select(*keys, *(expressions[m].label(m) for m in wanted))
+        # Explicit: with no key, no filter and only count(*), nothing else names person
+        # and the SELECT had no FROM at all (it answered 1 person).
+        .select_from(PERSON)
         .where(*people_filter.conditions())
         .group_by(*keys)
         .subquery("groups")
@@ -434,16 +528,25 @@ def value_counts(
     connection: Connection, people_filter: PeopleFilter, column: str, by: str | None = None
 ) -> list[dict[str, Any]]:
     """How many people have each value of a numeric column (optionally per group):
-    enough to draw exact histograms and box plots without fetching the people."""
-    if column not in RANGE_COLUMNS:
-        raise QueryError("column", f"{column!r} is not numeric", RANGE_COLUMNS)
+    enough to draw exact histograms and box plots without fetching the people.
+    Answered from the columnar snapshot when there is one, else in SQL."""
+    validate_value_counts(column, by)  # before the connection is used
+    snapshot = _snapshot(connection)
+    if snapshot is not None:
+        return snapshot.value_counts(people_filter, column, by)
+    return _value_counts_sql(connection, people_filter, column, by)
+
+
+def _value_counts_sql(
+    connection: Connection, people_filter: PeopleFilter, column: str, by: str | None = None
+) -> list[dict[str, Any]]:
+    """value_counts computed in SQL: the fallback, and the reference the snapshot is tested against."""
+    validate_value_counts(column, by)
     joins = _Joins()
     value = joins.column(column)
     selected: list[ColumnElement[Any]] = [value.label("value")]
     grouping: list[ColumnElement[Any]] = [value]
     if by is not None:
-        if by not in GROUP_COLUMNS:
-            raise QueryError("by", f"cannot group by {by!r}", GROUP_COLUMNS)
         group = _age_band() if by == AGE_BAND else joins.column(by)
         selected.insert(0, group.label("group"))
         grouping.insert(0, group)
