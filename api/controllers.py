@@ -286,13 +286,14 @@ def _dimension(data: dict[str, Any]) -> Dimension:
     opt={"query": frozenset()},
 )
 async def health(state: State, service: NamedDependency[CensusService]) -> Response[Health]:
-    answers, people, reason = await to_thread.run_sync(service.health)
+    answers, people, in_memory, reason = await to_thread.run_sync(service.health)
     body = Health(
         status="ok" if answers else "unavailable",
         database=service.database,
         backend=service.backend,
         commit=state.git_commit,
         people=people,
+        in_memory=in_memory,
         reason=reason,
     )
     return Response(body, status_code=200 if answers else 503)

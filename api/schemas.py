@@ -146,6 +146,10 @@ class Health(msgspec.Struct):
     backend: str
     commit: str
     people: int | None = None
+    # Counts and aggregates come from the in-memory columnar snapshot of the
+    # current data (false while it is built after start-up or an upload, or when
+    # COLUMNAR_MAX_ROWS turns it off: SQL answers then, more slowly).
+    in_memory: bool | None = None
     reason: str | None = None
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from warehouse import columnar
 from warehouse.db import DatabaseUnavailable, describe, make_engine
 from warehouse.domain import CATEGORIES, COLUMN_TITLES
 from warehouse.query import (
@@ -130,10 +131,12 @@ class CensusService:
             values.append({"value": None, "param": UNKNOWN_PARAM, "people": 0})
         return {"name": name, "title": COLUMN_TITLES[name], "values": values}
 
-    def health(self) -> tuple[bool, int | None, str | None]:
-        """(answers, number of people, reason it does not answer)."""
+    def health(self) -> tuple[bool, int | None, bool | None, str | None]:
+        """(answers, number of people, whether counts and aggregates come from the
+        in-memory snapshot yet, reason it does not answer)."""
         try:
             with self.engine.connect() as connection:
-                return True, count_people(connection, PeopleFilter()), None
+                people = count_people(connection, PeopleFilter())
+                return True, people, columnar.is_current(connection), None
         except (SQLAlchemyError, DBAPIError, DatabaseUnavailable, OSError) as error:
-            return False, None, _reason(error)
+            return False, None, None, _reason(error)

@@ -403,6 +403,18 @@ def test_health(sqlite_census_url: str, input_frame: pd.DataFrame, monkeypatch: 
             body = response.json()
             assert body["status"] == "ok" and body["commit"] == "abc1234" and body["backend"] == "sqlite"
             assert body["people"] == len(input_frame) and body["database"].startswith("SQLite file")
+        # The start-up warm-up builds the snapshot in the background; health says when it is in use.
+        deadline = time.monotonic() + 30
+        while not test_client.get("/health").json()["in_memory"]:
+            assert time.monotonic() < deadline, "the columnar snapshot was never built"
+            time.sleep(0.05)
+
+
+def test_health_says_when_aggregates_run_in_sql(sqlite_census_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNAR_MAX_ROWS", "0")
+    with TestClient(create_app(sqlite_census_url)) as test_client:
+        body = test_client.get("/health").json()
+        assert body["status"] == "ok" and body["in_memory"] is False
 
 
 def test_health_when_postgres_is_gone() -> None:

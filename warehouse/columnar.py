@@ -559,6 +559,12 @@ def _refresh(slot: _Slot, engine: Engine, stamp: Stamp, limit: int) -> Snapshot 
     return snapshot if snapshot.stamp == stamp else None
 
 
+def is_current(connection: Connection) -> bool:
+    """Whether the engine holds the snapshot of the data `connection` sees (for /health)."""
+    snapshot = cached(connection.engine)
+    return snapshot is not None and snapshot.stamp == read_stamp(connection)
+
+
 def warm_up(engine: Engine) -> Snapshot | None:
     """Build `engine`'s snapshot now (waiting for a build in progress), so the
     first request that needs it does not pay for it."""
