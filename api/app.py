@@ -10,8 +10,6 @@ request does not pay for it; until it is ready, /stats answers in SQL.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +18,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from sqlalchemy import Engine
 
 from api.controllers import DimensionsController, PeopleController, StatsController, health, provide_service
 from api.errors import EXCEPTION_HANDLERS, error_response
@@ -28,8 +25,6 @@ from api.schemas import ErrorBody
 from api.services import CensusService, make_read_engine
 from warehouse import columnar
 from warehouse.config import get_settings
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Query the census (UCI Adult) by filter parameters and get JSON.
 
@@ -56,22 +51,6 @@ def reject_unknown_parameters(request: Request) -> Response[ErrorBody] | None:
     return None
 
 
-def warm_up_in_background(engine: Engine) -> threading.Thread:
-    """Build the columnar snapshot on a daemon thread (it never delays startup or shutdown)."""
-    thread = threading.Thread(target=_warm_up, args=(engine,), name="columnar-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
-def _warm_up(engine: Engine) -> None:
-    try:
-        columnar.warm_up(engine)
-    except Exception:
-        # Any failure: the warm-up is only an optimization. Requests build the
-        # snapshot themselves, or answer in SQL.
-        logger.warning("columnar snapshot warm-up failed; /stats answers in SQL meanwhile", exc_info=True)
-
-
 def create_app(database_url: str | None = None) -> Litestar:
     """The API for `database_url` (default: DATABASE_URL, else data/census.db)."""
     settings = get_settings()
@@ -81,7 +60,7 @@ def create_app(database_url: str | None = None) -> Litestar:
     async def database(app: Litestar) -> AsyncIterator[None]:
         service = CensusService(make_read_engine(url), url)
         app.state.census = service
-        warm_up_in_background(service.engine)
+        columnar.warm_up_in_background(service.engine)
         try:
             yield
         finally:

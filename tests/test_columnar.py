@@ -21,7 +21,6 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, select
 
-from api import app as api_app
 from api.app import create_app
 from loaders.upload import upload
 from tests.conftest import INPUT
@@ -416,7 +415,7 @@ def test_api_starts_when_the_warm_up_fails(tmp_path: Path, monkeypatch: pytest.M
     # Litestar configures logging at startup (caplog's handler does not survive it):
     # record the warning where it is emitted.
     warnings: list[str] = []
-    monkeypatch.setattr(api_app.logger, "warning", lambda message, *_, **__: warnings.append(message))
+    monkeypatch.setattr(columnar.logger, "warning", lambda message, *_, **__: warnings.append(message))
     missing = tmp_path / "gone" / "census.db"
     with TestClient(create_app(f"sqlite:///{missing}")) as client:
         deadline = time.monotonic() + 30

@@ -570,3 +570,19 @@ def warm_up(engine: Engine) -> Snapshot | None:
     first request that needs it does not pay for it."""
     with engine.connect() as connection:
         return current(connection, wait=True)
+
+
+def warm_up_in_background(engine: Engine) -> threading.Thread:
+    """warm_up on a daemon thread, for servers at start-up: it never delays start-up
+    or shutdown, and a failure is only logged (requests then build the snapshot
+    themselves, or answer in SQL)."""
+
+    def warm() -> None:
+        try:
+            warm_up(engine)
+        except Exception:  # any failure: the snapshot is only an optimization
+            logger.warning("columnar snapshot warm-up failed; aggregates answer in SQL meanwhile", exc_info=True)
+
+    thread = threading.Thread(target=warm, name="columnar-warm-up", daemon=True)
+    thread.start()
+    return thread
