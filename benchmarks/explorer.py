@@ -23,13 +23,13 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
+from explorer.serve import serve_command, serve_environment
 from tests.postgres_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,19 +145,8 @@ def _page_usable_once(url: str) -> float:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT), "EXPLORER_WARM_BROWSER": "0"}
-    command = [
-        sys.executable,
-        "-m",
-        "panel",
-        "serve",
-        str(ROOT / "explorer" / "app.py"),
-        "--port",
-        str(port),
-        "--address",
-        "127.0.0.1",
-        f"--allow-websocket-origin=127.0.0.1:{port}",
-    ]
+    env = serve_environment(DATABASE_URL=url, EXPLORER_WARM_BROWSER="0")
+    command = serve_command(port, address="127.0.0.1")
     args = list(HEADLESS_CHROMIUM_ARGS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)

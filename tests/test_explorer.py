@@ -15,7 +15,7 @@ import pytest
 
 from explorer.browse import BrowseView, display_value
 from explorer.export_tab import EXCEL_MAX_DATA_ROWS, ExportView, export_filename
-from explorer.filters import UNKNOWN_LABEL, FilterPanel, category_options
+from explorer.filters import CATEGORY_FILTERS, RANGE_FILTERS, UNKNOWN_LABEL, FilterPanel, category_options
 from explorer.store import DataStore, clear_cache
 from explorer.visualize import ChartSpec, VisualizeView, make_chart
 from warehouse.domain import CATEGORIES, NULLABLE_COLUMNS
@@ -33,20 +33,10 @@ def store(sqlite_census_url: str) -> DataStore:
 def frame_filter(frame: pd.DataFrame, panel: FilterPanel) -> pd.DataFrame:
     """The same filter applied with pandas to the input file."""
     mask = pd.Series(True, index=frame.index)
-    for column in ("age", "hours_per_week", "education_num", "capital_gain"):
+    for column in RANGE_FILTERS:
         low, high = getattr(panel, column)
         mask &= frame[column].between(low, high)
-    for column in (
-        "gender",
-        "race",
-        "marital_status",
-        "education",
-        "workclass",
-        "occupation",
-        "relationship",
-        "native_country",
-        "income",
-    ):
+    for column in CATEGORY_FILTERS:
         chosen = getattr(panel, column)
         if chosen:
             labels = [v for v in chosen if v != UNKNOWN_LABEL]

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
+from explorer.serve import serve_command, serve_environment
 from tests.postgres_server import free_port
 
 pytestmark = pytest.mark.browser
@@ -50,25 +50,8 @@ def children(pid: int) -> list[int]:
 def server(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("explorer") / "serve.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": sqlite_census_url,
-        "GIT_COMMIT": COMMIT,
-        "EXPLORER_WARM_DELAY": "0",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "panel",
-        "serve",
-        str(ROOT / "explorer" / "app.py"),
-        "--port",
-        str(port),
-        "--address",
-        "127.0.0.1",
-        f"--allow-websocket-origin=127.0.0.1:{port}",
-    ]
+    env = serve_environment(DATABASE_URL=sqlite_census_url, GIT_COMMIT=COMMIT, EXPLORER_WARM_DELAY="0")
+    command = serve_command(port, address="127.0.0.1")
     with open(log, "wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/app"

@@ -65,18 +65,16 @@ for crt in "$CA_DIR"/*.crt; do cp "$crt" "$ctx/ca/"; done
 shopt -u nullglob
 cp "$here/python-standin.Dockerfile" "$here/postgres-standin.Dockerfile" "$here/postgres-entrypoint.sh" "$ctx/"
 
-if have_image "$PYTHON_STANDIN"; then
-    echo "build-standins: $PYTHON_STANDIN exists"
-else
-    echo "build-standins: building $PYTHON_STANDIN"
-    DOCKER_BUILDKIT=0 docker build -q --build-arg DEBIAN_BASE="$DEBIAN_BASE" \
-        -f "$ctx/python-standin.Dockerfile" -t "$PYTHON_STANDIN" "$ctx"
-fi
-if have_image "$POSTGRES_STANDIN"; then
-    echo "build-standins: $POSTGRES_STANDIN exists"
-else
-    echo "build-standins: building $POSTGRES_STANDIN"
-    DOCKER_BUILDKIT=0 docker build -q --build-arg DEBIAN_BASE="$DEBIAN_BASE" \
-        -f "$ctx/postgres-standin.Dockerfile" -t "$POSTGRES_STANDIN" "$ctx"
-fi
+# build_standin IMAGE DOCKERFILE: build IMAGE from the context unless it exists.
+build_standin() {
+    if have_image "$1"; then
+        echo "build-standins: $1 exists"
+    else
+        echo "build-standins: building $1"
+        DOCKER_BUILDKIT=0 docker build -q --build-arg DEBIAN_BASE="$DEBIAN_BASE" \
+            -f "$ctx/$2" -t "$1" "$ctx"
+    fi
+}
+build_standin "$PYTHON_STANDIN" python-standin.Dockerfile
+build_standin "$POSTGRES_STANDIN" postgres-standin.Dockerfile
 docker run --rm "$PYTHON_STANDIN" sh -c 'python --version && pip --version && python -c "import ssl, venv; print(ssl.get_default_verify_paths().cafile or \"\")"'
