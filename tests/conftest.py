@@ -10,13 +10,17 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from devtools.postgres import PostgresServer
 from loaders.upload import upload
-from tests.postgres_server import PostgresServer
 from warehouse.config import DEFAULT_SOURCE, sqlite_url
 from warehouse.db import make_engine
 
 INPUT = DEFAULT_SOURCE
-UCI_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+# Excerpts of the raw UCI files (see tests/data/README.md), and the row of the input
+# where each excerpt's first person is: Input_Dataset.csv is adult.data (32,561
+# people) followed by adult.test.
+UCI_DIR = Path(__file__).resolve().parent / "data"
+UCI_FIRST_ROW = {"adult.data": 0, "adult.test": 32_561}
 _database_names = (f"census_test_{n}" for n in itertools.count())
 
 

@@ -62,11 +62,17 @@ def test_split_path_agrees_with_csv_module_on_the_whole_input() -> None:
     assert [n for chunk in chunks for n in chunk.line_numbers] == list(range(2, len(expected) + 2))
 
 
-def test_uci_file_matches_csv_module_with_skipinitialspace() -> None:
-    with open(UCI_DIR / "adult.test", encoding="utf-8", newline="") as stream:
-        lines = stream.read().splitlines()[1:]
-    expected = [record for record in csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True) if record]
-    assert _records(_chunks(UCI_DIR / "adult.test")) == expected
+@pytest.mark.parametrize("name", ["adult.data", "adult.test"])
+def test_uci_file_matches_csv_module_with_skipinitialspace(name: str) -> None:
+    with open(UCI_DIR / name, encoding="utf-8", newline="") as stream:
+        lines = stream.read().splitlines()
+    skipped = 1 if lines[0].startswith("|") else 0  # adult.test's "|1x3 Cross validator"
+    text = "\n".join(lines[skipped:])
+    expected = [record for record in csv.reader(io.StringIO(text), skipinitialspace=True) if record]
+    chunks = _chunks(UCI_DIR / name, chunk_size=300)  # several chunks, the last one ending on the blank line
+    assert len(chunks) > 1
+    assert _records(chunks) == expected
+    assert [n for chunk in chunks for n in chunk.line_numbers] == list(range(1 + skipped, len(expected) + 1 + skipped))
 
 
 def test_shifted_fields_are_rejected_not_misaligned(tmp_path: Path) -> None:
