@@ -1,4 +1,4 @@
-"""A real, throwaway PostgreSQL 15 server for the tests.
+"""A real, throwaway PostgreSQL 15 server for the tests and the benchmarks.
 
 PostgreSQL refuses to run as root, so when the tests run as root (as CI does)
 the server runs as the unprivileged `nobody` user in a temporary directory.
@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from devtools.servers import free_port
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresServer:

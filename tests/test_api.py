@@ -21,21 +21,15 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from tests.postgres_server import free_port
+from devtools import reference
+from devtools.servers import ServerProcess, free_port
 from warehouse.domain import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = "/api/v1/people"
 STATS = "/api/v1/stats"
 # Range parameter -> input column.
-RANGE_COLUMNS = {
-    "age": "age",
-    "hours": "hours_per_week",
-    "education_num": "education_num",
-    "capital_gain": "capital_gain",
-    "capital_loss": "capital_loss",
-    "fnlwgt": "fnlwgt",
-}
+RANGE_COLUMNS = reference.RANGE_PARAMETERS
 AGE_BINS = [0, 24, 34, 44, 54, 64, 1000]
 AGE_LABELS = ["17-24", "25-34", "35-44", "45-54", "55-64", "65+"]
 
@@ -53,23 +47,7 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
-def select(frame: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """The rows a filter selects, by pandas alone (inclusive bounds, `unknown` = missing)."""
-    mask = pd.Series(True, index=frame.index)
-    for key, value in params.items():
-        for name, column in RANGE_COLUMNS.items():
-            if key == f"{name}_min":
-                mask &= frame[column] >= value
-            elif key == f"{name}_max":
-                mask &= frame[column] <= value
-        if key in CATEGORIES:
-            values = value if isinstance(value, list) else [value]
-            labels = [v for v in values if v != "unknown"]
-            selected = frame[key].isin(labels)
-            if "unknown" in values:
-                selected |= frame[key].isna()
-            mask &= selected
-    return frame[mask]
+select = reference.select_by_params  # the rows a filter selects, by pandas alone
 
 
 def _filter_id(params: dict[str, Any]) -> str:
@@ -138,29 +116,9 @@ def live_api(sqlite_census_url: str) -> Iterator[str]:
     """`python -m api` as a real uvicorn server on a free port (as deployed)."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": sqlite_census_url, "API_PORT": str(port), "GIT_COMMIT": "live-test"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api", "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start: {process.stderr.read().decode() if process.stderr else ''}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    command = [sys.executable, "-m", "api", "--log-level", "warning"]
+    with ServerProcess(command, port, ready_path="/health", env=env, start_timeout_s=30) as api:
+        yield api.base_url
 
 
 # --------------------------------------------------------------------------- people

@@ -13,6 +13,7 @@ import pandas as pd
 import panel as pn
 import pytest
 
+from devtools.reference import select_people
 from explorer.browse import BrowseView, display_value
 from explorer.export_tab import EXCEL_MAX_DATA_ROWS, ExportView, export_filename
 from explorer.filters import CATEGORY_FILTERS, RANGE_FILTERS, UNKNOWN_LABEL, FilterPanel, category_options
@@ -31,20 +32,12 @@ def store(sqlite_census_url: str) -> DataStore:
 
 
 def frame_filter(frame: pd.DataFrame, panel: FilterPanel) -> pd.DataFrame:
-    """The same filter applied with pandas to the input file."""
-    mask = pd.Series(True, index=frame.index)
-    for column in RANGE_FILTERS:
-        low, high = getattr(panel, column)
-        mask &= frame[column].between(low, high)
-    for column in CATEGORY_FILTERS:
-        chosen = getattr(panel, column)
-        if chosen:
-            labels = [v for v in chosen if v != UNKNOWN_LABEL]
-            part = frame[column].isin(labels)
-            if UNKNOWN_LABEL in chosen:
-                part |= frame[column].isna()
-            mask &= part
-    return frame[mask]
+    """The panel's filter applied to the input file by the pandas reference."""
+    ranges = {column: getattr(panel, column) for column in RANGE_FILTERS}
+    categories = {
+        column: [None if v == UNKNOWN_LABEL else v for v in getattr(panel, column)] for column in CATEGORY_FILTERS
+    }
+    return select_people(frame, ranges, categories)
 
 
 # --------------------------------------------------------------------------- filters
@@ -222,16 +215,84 @@ def test_no_match_and_impossible_charts_give_messages(store: DataStore) -> None:
     )
 
 
-def test_every_chart_type_renders_to_bokeh(store: DataStore) -> None:
+# Each chart type, the Bokeh glyphs it must draw, its axis labels and its title's subject.
+RENDERED = {
+    "bar": (ChartSpec("bar", "education", None, "people"), ["VBar"], "Education", "Number of people",
+            "Number of people by education"),
+    "stacked": (ChartSpec("stacked", "race", "income", "people"), ["VBar"], "Race", "Number of people",
+                "Number of people by race and income"),
+    "grouped": (ChartSpec("grouped", "race", "income", "mean_age"), ["VBar"], "Race", "Mean age",
+                "Mean age by race and income"),
+    "histogram": (ChartSpec("histogram", "hours_per_week", None, "people"), ["Quad"], "Hours per week",
+                  "Number of people", "Distribution of hours per week (number of people)"),
+    "box": (ChartSpec("box", "age", "race", "people"), ["Quad", "Segment", "Segment"], "Race", "Age",
+            "Age (quartiles) by race"),
+    "heatmap": (ChartSpec("heatmap", "education", "race", "population"), ["Rect"], "Education", "Race",
+                "Population represented (sum of fnlwgt) by education and race"),
+    "line": (ChartSpec("line", "age", "income", "mean_hours"), ["Line", "Line"], "Age", "Mean hours per week",
+             "Mean hours per week over age and income"),
+}  # fmt: skip
+
+
+def _columns(renderer: object) -> dict[str, list]:
+    return {k: list(v) for k, v in renderer.data_source.data.items()}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", list(RENDERED))
+def test_every_chart_type_renders_the_filtered_data(store: DataStore, input_frame: pd.DataFrame, kind: str) -> None:
+    """What Bokeh draws, compared with pandas on the input: glyph types, the values
+    they plot, the axis labels and the title."""
     import holoviews as hv
 
+    spec, glyphs, x_label, y_label, subject = RENDERED[kind]
     view = _visualize(store, gender=["Male"])
-    for kind in ("bar", "stacked", "grouped", "histogram", "box", "heatmap", "line"):
-        view.chart_type = kind
-        assert view.result.chart is not None, (kind, view.result.message)
-        model = hv.render(view.result.chart, backend="bokeh")
-        assert model is not None
-    assert view.spec.filename("png").startswith("census-line-")
+    view.set_spec(spec)
+    assert view.result.chart is not None, view.result.message
+    figure = hv.render(view.result.chart, backend="bokeh")
+    subset = frame_filter(input_frame, view.filters)
+    assert figure.title.text == f"{subject} — Gender: Male ({len(subset):,} people)"
+    assert [axis.axis_label for axis in figure.xaxis] == [x_label]
+    assert [axis.axis_label for axis in figure.yaxis] == [y_label]
+    renderers = list(figure.renderers)
+    assert [type(r.glyph).__name__ for r in renderers] == glyphs
+    data = _columns(renderers[0])
+    if kind == "bar":
+        assert renderers[0].glyph.x == "education" and renderers[0].glyph.top == "people"
+        assert dict(zip(data["education"], data["people"])) == subset["education"].value_counts().to_dict()
+    elif kind == "stacked":
+        heights = {(r, i): t - b for r, i, t, b in zip(data["race"], data["income"], data["top"], data["bottom"])}
+        assert heights == subset.groupby(["race", "income"]).size().to_dict()
+        for race, part in subset.groupby("race"):  # stacked: the top of each column is the race's total
+            assert max(t for r, t in zip(data["race"], data["top"]) if r == race) == len(part)
+    elif kind == "grouped":
+        assert renderers[0].glyph.top == "mean_age"
+        got = {tuple(x): y for x, y in zip(data["xoffsets"], data["mean_age"])}
+        assert got == pytest.approx(subset.groupby(["race", "income"])["age"].mean().to_dict())
+    elif kind == "histogram":
+        hours = subset["hours_per_week"].to_numpy()
+        expected = [int(((hours > low) & (hours < high)).sum()) for low, high in zip(data["left"], data["right"])]
+        assert data["top"] == expected and sum(expected) == len(subset)
+        assert data["left"][0] < hours.min() and data["right"][-1] > hours.max()
+    elif kind == "box":
+        medians = _columns(renderers[2])
+        for position, race in enumerate(data["group"]):
+            ages = subset.loc[subset["race"] == race, "age"]
+            q1, median, q3 = np.quantile(ages, [0.25, 0.5, 0.75])
+            assert (data["bottom"][position], data["top"][position]) == pytest.approx((q1, q3)), race
+            assert medians["y0"][position] == medians["y1"][position] == pytest.approx(median), race
+        assert sorted(data["group"]) == sorted(subset["race"].unique())
+    elif kind == "heatmap":
+        got = {(e, r): z for e, r, z in zip(data["education"], data["race"], data["zvalues"])}
+        assert got == subset.groupby(["education", "race"])["fnlwgt"].sum().to_dict()
+    else:
+        legend = {item.label["value"]: item.renderers[0] for item in figure.legend[0].items}
+        assert set(legend) == {"<=50K", ">50K"}
+        for income, renderer in legend.items():
+            line = _columns(renderer)
+            expected = subset[subset["income"] == income].groupby("age")["hours_per_week"].mean()
+            assert line["age"] == expected.index.tolist()
+            assert line["mean_hours"] == pytest.approx(expected.tolist())
+        assert view.spec.filename("png").startswith("census-line-")
 
 
 # --------------------------------------------------------------------------- export
@@ -358,8 +419,9 @@ def test_app_url_state_round_trip(store: DataStore) -> None:
 
 
 def test_filter_panel_renders_in_a_notebook(tmp_path: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     root = Path(__file__).resolve().parent.parent
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [

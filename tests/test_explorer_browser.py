@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -17,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from devtools.servers import ServerProcess, free_port
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
-from tests.postgres_server import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -52,30 +50,16 @@ def server(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     log = tmp_path_factory.mktemp("explorer") / "serve.log"
     env = serve_environment(DATABASE_URL=sqlite_census_url, GIT_COMMIT=COMMIT, EXPLORER_WARM_DELAY="0")
     command = serve_command(port, address="127.0.0.1")
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}/app"
-    deadline = time.monotonic() + 90
+    server = ServerProcess(command, port, env=env, log=log, start_timeout_s=90, poll_s=0.3).start()
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"panel serve did not start:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        yield url
+        yield f"{server.base_url}/app"
     finally:
-        drivers = children(process.pid)  # the export browser's chromedriver, started once by the server
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        assert server.process is not None
+        drivers = children(server.process.pid)  # the export browser's chromedriver, started once by the server
+        server.stop(timeout_s=30)
         time.sleep(1)
         assert not [pid for pid in drivers if Path(f"/proc/{pid}").exists()], "the export browser outlived the server"
-        text = log.read_text(errors="replace")
+        text = server.output
         # A browser closing its page mid-message makes tornado log a closed stream; anything else is ours.
         problems = [
             chunk

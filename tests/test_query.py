@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
+from devtools.reference import people_mask
 from warehouse import query
 from warehouse.models import people
 from warehouse.query import PeopleFilter, QueryError
@@ -15,19 +16,7 @@ FEMALE_30 = PeopleFilter(ranges={"age": (30, None)}, categories={"gender": ("Fem
 
 
 def _mask(frame: pd.DataFrame, people_filter: PeopleFilter) -> pd.Series:
-    mask = pd.Series(True, index=frame.index)
-    for column, (low, high) in people_filter.ranges.items():
-        if low is not None:
-            mask &= frame[column] >= low
-        if high is not None:
-            mask &= frame[column] <= high
-    for column, values in people_filter.categories.items():
-        labels = [v for v in values if v is not None]
-        part = frame[column].isin(labels)
-        if None in values:
-            part |= frame[column].isna()
-        mask &= part
-    return mask
+    return people_mask(frame, people_filter.ranges, people_filter.categories)
 
 
 FILTERS = [
