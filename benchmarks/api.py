@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.postgres_server import free_port
+from devtools.servers import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_QUERY = "/api/v1/people?gender=Female&age_min=30&limit=100"
@@ -62,31 +62,9 @@ MILLION_QUERIES: list[tuple[str, str]] = [
 
 @contextmanager
 def serve(command: list[str], port: int, ready_path: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start a server, wait until `ready_path` answers 200, stop it afterwards."""
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + ready_path, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"{command[0]} did not start:\n{log.read().decode(errors='replace')[-2000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    """Start a server, wait until `ready_path` answers, stop it afterwards."""
+    with ServerProcess(command, port, ready_path=ready_path, env={**os.environ, **(env or {})}) as server:
+        yield server.base_url
 
 
 def build_database(source: Path | None, rows: int | None, target: Path) -> Path:

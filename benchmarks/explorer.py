@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from devtools.servers import ServerProcess, free_port
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
-from tests.postgres_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"filter_census": 0.300, "filter_large": 1.0, "page_turn": 0.200, "png_warm": 2.5, "page_usable": 5.0}
@@ -152,14 +150,8 @@ def _page_usable_once(url: str) -> float:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
         page = browser.new_page()
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        server = ServerProcess(command, port, env=env, start_timeout_s=120, poll_s=0.05).start()
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30):
-                        break
-                except OSError:
-                    time.sleep(0.05)
             listening = time.perf_counter() - started
             page.goto(f"http://127.0.0.1:{port}/app")
             page.get_by_text("People (readable view):").wait_for(timeout=60_000)
@@ -169,8 +161,7 @@ def _page_usable_once(url: str) -> float:
             page.get_by_text("People (readable view):").wait_for(timeout=60_000)
             reload = time.perf_counter() - second
         finally:
-            process.terminate()
-            process.wait(timeout=15)
+            server.stop()
             browser.close()
     print(
         f"  [info] server listening after {listening * 1000:6.0f} ms; Browse table shown after {usable * 1000:6.0f} ms;"

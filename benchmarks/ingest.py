@@ -86,7 +86,7 @@ def large_file(rows: int, scratch: Path, postgres: bool) -> None:
     targets = [("SQLite", f"sqlite:///{scratch / 'large.db'}")]
     server = None
     if postgres:
-        from tests.postgres_server import PostgresServer
+        from devtools.postgres import PostgresServer
 
         server = PostgresServer().start()
         targets.append(("PostgreSQL", server.create_database("bench")))
