@@ -71,6 +71,7 @@ def test_uci_file_matches_csv_module_with_skipinitialspace(name: str) -> None:
     expected = [record for record in csv.reader(io.StringIO(text), skipinitialspace=True) if record]
     chunks = _chunks(UCI_DIR / name, chunk_size=300)  # several chunks, the last one ending on the blank line
     assert len(chunks) > 1
+    assert [chunk.malformed for chunk in chunks] == [[]] * len(chunks)  # the preamble is skipped, not refused
     assert _records(chunks) == expected
     assert [n for chunk in chunks for n in chunk.line_numbers] == list(range(1 + skipped, len(expected) + 1 + skipped))
 
