@@ -1,6 +1,6 @@
 """Write a synthetic census file of N rows, resampled (with replacement) from the input.
 
-python -m benchmarks.synthetic 1000000 /tmp/census_1m.csv
+python -m benchmarks.synthetic 1000000 data/census_1m.csv
 """
 
 from __future__ import annotations
