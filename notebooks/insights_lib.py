@@ -18,6 +18,7 @@ from typing import Any, Final
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
+from warehouse import stats
 from warehouse.config import PROJECT_ROOT, get_settings
 from warehouse.db import make_engine
 from warehouse.query import PEOPLE_COLUMNS, PeopleFilter, aggregate_people, iter_people
@@ -104,6 +105,105 @@ def num(value: float | int) -> str:
 def points(value: float, digits: int = 1) -> str:
     """A difference of shares in percentage points: 0.1945 -> '19.5 points'."""
     return f"{value * 100:.{digits}f} points"
+
+
+# --------------------------------------------------------------------------- uncertainty (warehouse.stats)
+
+CONFIDENCE: Final = 0.95
+ALPHA: Final = 1 - CONFIDENCE
+
+
+def with_intervals(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """An aggregate frame (people, share_over_50k per group) plus the count above 50K, the
+    Wilson interval (ci_low, ci_high) and the reliability flag of warehouse.stats."""
+    out = frame.copy()
+    out["over_50k"] = (out["share_over_50k"].fillna(0) * out["people"]).round().astype(int)
+    interval = stats.with_reliability(stats.wilson_share(out["over_50k"], out["people"], confidence))
+    out["share_over_50k"] = interval["estimate"].to_numpy()
+    for column in ("ci_low", "ci_high", "reliable"):
+        out[column] = interval[column].to_numpy()
+    return out
+
+
+def counts_with_intervals(flags: pd.Series, confidence: float = CONFIDENCE) -> pd.Series:
+    """One group of rows (a boolean Series: above 50K or not) as people, over_50k, share and interval."""
+    return share_row(int(flags.sum()), int(flags.size), confidence)
+
+
+def share_row(over_50k: float, people: float, confidence: float = CONFIDENCE) -> pd.Series:
+    """people, over_50k, share_over_50k, ci_low, ci_high for one group."""
+    people, hits = int(people), int(over_50k)
+    row = stats.wilson_share(hits, people, confidence).iloc[0]
+    return pd.Series(
+        {"people": people, "over_50k": hits, "share_over_50k": row["estimate"], "ci_low": row["ci_low"],
+         "ci_high": row["ci_high"]}
+    )  # fmt: skip
+
+
+def compare(first: Mapping[str, Any], second: Mapping[str, Any], confidence: float = CONFIDENCE) -> pd.Series:
+    """Share of `first` minus share of `second` (each with people and over_50k): Newcombe
+    interval and the pooled z-test p-value (warehouse.stats.two_proportion_test)."""
+    return stats.two_proportion_test(
+        first["over_50k"], first["people"], second["over_50k"], second["people"], confidence
+    ).iloc[0]
+
+
+def share_ci(row: Mapping[str, Any], digits: int = 1) -> str:
+    """'36.3% (95% CI 30.0–43.1%) of 204': the share, its interval and the people behind it."""
+    return (
+        f"{pct(row['share_over_50k'], digits)} ({CONFIDENCE:.0%} CI {row['ci_low'] * 100:.{digits}f}–"
+        f"{pct(row['ci_high'], digits)}) of {num(row['people'])}"
+    )
+
+
+def p_text(p_value: float) -> str:
+    """'p < 0.001' below a thousandth, else 'p = 0.18' (two significant digits)."""
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def difference_text(test: Mapping[str, Any]) -> str:
+    """'a difference of 13.7 points, 95% CI 10.8 to 16.6, p < 0.001'."""
+    return (
+        f"a difference of {points(test['difference'])}, {CONFIDENCE:.0%} CI {test['ci_low'] * 100:.1f} to "
+        f"{test['ci_high'] * 100:.1f}, {p_text(test['p_value'])}"
+    )
+
+
+def interval_chart(
+    frame: pd.DataFrame,
+    label: str,
+    title: str,
+    color: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "Share earning >50K (%)",
+    width: int = 900,
+    height: int = 340,
+    rot: int = 30,
+    horizontal: bool = False,
+) -> Any:
+    """Bars of share_over_50k in percent with their interval as error bars; `label` names
+    each bar (with its attribute), `color` (optional) colours bars by a column and makes the
+    legend. `horizontal` puts the labels on the vertical axis (for many or long labels)."""
+    import holoviews as hv
+
+    data = frame.assign(
+        percent=frame["share_over_50k"] * 100,
+        below=(frame["share_over_50k"] - frame["ci_low"]) * 100,
+        above=(frame["ci_high"] - frame["share_over_50k"]) * 100,
+        people_text=frame["people"].map(num),
+    )
+    top = float(data["ci_high"].max() * 100) * 1.15 + 1
+    vdims = ["percent", "people_text", *([color] if color else [])]
+    bars = hv.Bars(data, kdims=[label], vdims=vdims).opts(
+        tools=["hover"], show_legend=bool(color), legend_position="right" if not horizontal else "bottom_right",
+        fill_alpha=0.6, **({"color": color, "cmap": "Category10"} if color else {}),
+    )  # fmt: skip
+    errors = hv.ErrorBars(data, kdims=[label], vdims=["percent", "below", "above"]).opts(color="black", line_width=1.5)
+    formatter = {"xformatter" if horizontal else "yformatter": "%.0f%%"}
+    return (bars * errors).opts(
+        width=width, height=height, title=title, invert_axes=horizontal, xrotation=0 if horizontal else rot,
+        xlabel=xlabel, ylabel=ylabel, ylim=(0, top), **formatter,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- insights.json
