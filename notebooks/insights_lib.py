@@ -58,28 +58,6 @@ def aggregate_frame(
     return pd.DataFrame(rows, columns=[*group_by, *measures])
 
 
-def weighted_shares(
-    connection: Connection, group_by: str | None = None, people_filter: PeopleFilter = EVERYONE
-) -> pd.DataFrame:
-    """Unweighted and fnlwgt-weighted share earning >50K, per group (or overall).
-
-    The weighted share is sum(fnlwgt of people >50K) / sum(fnlwgt), both sums
-    computed by the query layer (the `population` measure grouped by income).
-    Columns: [group], people, population, share_over_50k, weighted_share_over_50k,
-    sample_share (of rows), population_share (of summed weight).
-    """
-    groups = [group_by] if group_by else []
-    totals = aggregate_frame(connection, people_filter, groups, ("people", "population", "share_over_50k"))
-    by_income = aggregate_frame(connection, people_filter, [*groups, "income"], ("population",))
-    high = by_income[by_income["income"] == ">50K"].drop(columns="income").rename(columns={"population": "high"})
-    merged = totals.merge(high, how="left", on=groups) if groups else totals.assign(high=high["high"].sum())
-    merged["high"] = merged["high"].fillna(0)
-    merged["weighted_share_over_50k"] = merged["high"] / merged["population"]
-    merged["sample_share"] = merged["people"] / merged["people"].sum()
-    merged["population_share"] = merged["population"] / merged["population"].sum()
-    return merged.drop(columns="high")
-
-
 def standardize(rates: pd.Series, mix: pd.Series) -> float:
     """Direct standardization: the share a group would have with its own rates per
     stratum but another group's mix of strata (mix is normalized here; strata
@@ -255,73 +233,3 @@ def static_png(chart: Any) -> bytes | None:
     except Exception as error:  # noqa: BLE001 - a missing browser must not stop the analysis
         warnings.warn(f"no static copy of the chart: {error}", stacklevel=2)
         return None
-
-
-# --------------------------------------------------------------------------- reversals
-
-
-def reversal_scan(
-    frame: pd.DataFrame,
-    attributes: Sequence[str],
-    strata: Sequence[str],
-    outcome: str,
-    min_group: int = 300,
-    min_cell: int = 30,
-    min_strata: int = 3,
-) -> pd.DataFrame:
-    """Simpson-style reversals: pairs of groups of an attribute (each with at least
-    `min_group` people) where the group with the higher overall mean of `outcome`
-    has the lower mean in *every* stratum of another attribute in which both groups
-    have at least `min_cell` people (and there are at least `min_strata` such strata).
-
-    Returns one row per reversal, most strata compared first.
-    """
-    rows: list[dict[str, Any]] = []
-    for attribute in attributes:
-        overall = frame.groupby(attribute)[outcome].agg(["mean", "size"])
-        overall = overall[overall["size"] >= min_group]
-        levels = sorted(overall.index)
-        for stratum in strata:
-            if stratum == attribute:
-                continue
-            cells = frame.groupby([attribute, stratum])[outcome].agg(["mean", "size"])
-            means = cells["mean"].unstack()
-            sizes = cells["size"].unstack().fillna(0)
-            for index, first in enumerate(levels):
-                for second in levels[index + 1 :]:
-                    if overall.loc[first, "mean"] == overall.loc[second, "mean"]:
-                        continue
-                    ahead = overall.loc[first, "mean"] > overall.loc[second, "mean"]
-                    high, low = (first, second) if ahead else (second, first)
-                    usable = (sizes.loc[high] >= min_cell) & (sizes.loc[low] >= min_cell)
-                    compared = int(usable.sum())
-                    if compared < min_strata:
-                        continue
-                    if bool((means.loc[low][usable] > means.loc[high][usable]).all()):
-                        rows.append(
-                            {
-                                "attribute": attribute,
-                                "within": stratum,
-                                "higher overall": high,
-                                "its share": overall.loc[high, "mean"],
-                                "its people": int(overall.loc[high, "size"]),
-                                "lower overall": low,
-                                "lower share": overall.loc[low, "mean"],
-                                "lower people": int(overall.loc[low, "size"]),
-                                "strata compared": compared,
-                            }
-                        )
-    columns = [
-        "attribute",
-        "within",
-        "higher overall",
-        "its share",
-        "its people",
-        "lower overall",
-        "lower share",
-        "lower people",
-        "strata compared",
-    ]
-    result = pd.DataFrame(rows, columns=columns)
-    order = ["strata compared", "attribute", "within"]
-    return result.sort_values(order, ascending=[False, True, True], ignore_index=True)
