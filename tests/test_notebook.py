@@ -357,7 +357,8 @@ def insight_5(frame: pd.DataFrame) -> dict:
         "texts": [
             f"Not detectably: {share_ci(api['high'])} vs {share_ci(white['high'])} ({p_text(overall_p)})",
             f"({pct(degree['api'])} vs {pct(degree['white'])} with a bachelor's or more)",
-            f"significantly only for {only['education']} ({share_ci(only['white'])} vs {share_ci(only['api'])}, "
+            f"White people are ahead at {sum(lv['white'].mean() > lv['api'].mean() for lv in levels)} of {len(levels)} "
+            f"levels, significantly only for {only['education']} ({share_ci(only['white'])} vs {share_ci(only['api'])}, "
             f"Holm-adjusted {p_text(only['holm'])} over {len(levels)} levels)",
         ],
         "claims": [
