@@ -1,5 +1,7 @@
 """Helpers for notebooks/insights.ipynb: getting data through the query layer,
-formatting numbers the same way everywhere, and writing insights.json.
+attaching intervals and tests from warehouse.stats, formatting numbers (and
+"36.3% (95% CI 30.0–43.1%) of 204") the same way everywhere, bar charts with
+error bars, and writing insights.json.
 
 The notebook keeps its analysis visible in its cells; what lives here is the
 plumbing that must behave identically on every run (so insights.json is
@@ -18,6 +20,7 @@ from typing import Any, Final
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
+from warehouse import stats
 from warehouse.config import PROJECT_ROOT, get_settings
 from warehouse.db import make_engine
 from warehouse.query import PEOPLE_COLUMNS, PeopleFilter, aggregate_people, iter_people
@@ -57,28 +60,6 @@ def aggregate_frame(
     return pd.DataFrame(rows, columns=[*group_by, *measures])
 
 
-def weighted_shares(
-    connection: Connection, group_by: str | None = None, people_filter: PeopleFilter = EVERYONE
-) -> pd.DataFrame:
-    """Unweighted and fnlwgt-weighted share earning >50K, per group (or overall).
-
-    The weighted share is sum(fnlwgt of people >50K) / sum(fnlwgt), both sums
-    computed by the query layer (the `population` measure grouped by income).
-    Columns: [group], people, population, share_over_50k, weighted_share_over_50k,
-    sample_share (of rows), population_share (of summed weight).
-    """
-    groups = [group_by] if group_by else []
-    totals = aggregate_frame(connection, people_filter, groups, ("people", "population", "share_over_50k"))
-    by_income = aggregate_frame(connection, people_filter, [*groups, "income"], ("population",))
-    high = by_income[by_income["income"] == ">50K"].drop(columns="income").rename(columns={"population": "high"})
-    merged = totals.merge(high, how="left", on=groups) if groups else totals.assign(high=high["high"].sum())
-    merged["high"] = merged["high"].fillna(0)
-    merged["weighted_share_over_50k"] = merged["high"] / merged["population"]
-    merged["sample_share"] = merged["people"] / merged["people"].sum()
-    merged["population_share"] = merged["population"] / merged["population"].sum()
-    return merged.drop(columns="high")
-
-
 def standardize(rates: pd.Series, mix: pd.Series) -> float:
     """Direct standardization: the share a group would have with its own rates per
     stratum but another group's mix of strata (mix is normalized here; strata
@@ -104,6 +85,105 @@ def num(value: float | int) -> str:
 def points(value: float, digits: int = 1) -> str:
     """A difference of shares in percentage points: 0.1945 -> '19.5 points'."""
     return f"{value * 100:.{digits}f} points"
+
+
+# --------------------------------------------------------------------------- uncertainty (warehouse.stats)
+
+CONFIDENCE: Final = 0.95
+ALPHA: Final = 1 - CONFIDENCE
+
+
+def with_intervals(frame: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """An aggregate frame (people, share_over_50k per group) plus the count above 50K, the
+    Wilson interval (ci_low, ci_high) and the reliability flag of warehouse.stats."""
+    out = frame.copy()
+    out["over_50k"] = (out["share_over_50k"].fillna(0) * out["people"]).round().astype(int)
+    interval = stats.with_reliability(stats.wilson_share(out["over_50k"], out["people"], confidence))
+    out["share_over_50k"] = interval["estimate"].to_numpy()
+    for column in ("ci_low", "ci_high", "reliable"):
+        out[column] = interval[column].to_numpy()
+    return out
+
+
+def counts_with_intervals(flags: pd.Series, confidence: float = CONFIDENCE) -> pd.Series:
+    """One group of rows (a boolean Series: above 50K or not) as people, over_50k, share and interval."""
+    return share_row(int(flags.sum()), int(flags.size), confidence)
+
+
+def share_row(over_50k: float, people: float, confidence: float = CONFIDENCE) -> pd.Series:
+    """people, over_50k, share_over_50k, ci_low, ci_high for one group."""
+    people, hits = int(people), int(over_50k)
+    row = stats.wilson_share(hits, people, confidence).iloc[0]
+    return pd.Series(
+        {"people": people, "over_50k": hits, "share_over_50k": row["estimate"], "ci_low": row["ci_low"],
+         "ci_high": row["ci_high"]}
+    )  # fmt: skip
+
+
+def compare(first: Mapping[str, Any], second: Mapping[str, Any], confidence: float = CONFIDENCE) -> pd.Series:
+    """Share of `first` minus share of `second` (each with people and over_50k): Newcombe
+    interval and the pooled z-test p-value (warehouse.stats.two_proportion_test)."""
+    return stats.two_proportion_test(
+        first["over_50k"], first["people"], second["over_50k"], second["people"], confidence
+    ).iloc[0]
+
+
+def share_ci(row: Mapping[str, Any], digits: int = 1) -> str:
+    """'36.3% (95% CI 30.0–43.1%) of 204': the share, its interval and the people behind it."""
+    return (
+        f"{pct(row['share_over_50k'], digits)} ({CONFIDENCE:.0%} CI {row['ci_low'] * 100:.{digits}f}–"
+        f"{pct(row['ci_high'], digits)}) of {num(row['people'])}"
+    )
+
+
+def p_text(p_value: float) -> str:
+    """'p < 0.001' below a thousandth, else 'p = 0.18' (two significant digits)."""
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def difference_text(test: Mapping[str, Any]) -> str:
+    """'a difference of 13.7 points, 95% CI 10.8 to 16.6, p < 0.001'."""
+    return (
+        f"a difference of {points(test['difference'])}, {CONFIDENCE:.0%} CI {test['ci_low'] * 100:.1f} to "
+        f"{test['ci_high'] * 100:.1f}, {p_text(test['p_value'])}"
+    )
+
+
+def interval_chart(
+    frame: pd.DataFrame,
+    label: str,
+    title: str,
+    color: str | None = None,
+    xlabel: str = "",
+    ylabel: str = "Share earning >50K (%)",
+    width: int = 900,
+    height: int = 340,
+    rot: int = 30,
+    horizontal: bool = False,
+) -> Any:
+    """Bars of share_over_50k in percent with their interval as error bars; `label` names
+    each bar (with its attribute), `color` (optional) colours bars by a column and makes the
+    legend. `horizontal` puts the labels on the vertical axis (for many or long labels)."""
+    import holoviews as hv
+
+    data = frame.assign(
+        percent=frame["share_over_50k"] * 100,
+        below=(frame["share_over_50k"] - frame["ci_low"]) * 100,
+        above=(frame["ci_high"] - frame["share_over_50k"]) * 100,
+        people_text=frame["people"].map(num),
+    )
+    top = float(data["ci_high"].max() * 100) * 1.15 + 1
+    vdims = ["percent", "people_text", *([color] if color else [])]
+    bars = hv.Bars(data, kdims=[label], vdims=vdims).opts(
+        tools=["hover"], show_legend=bool(color), legend_position="right" if not horizontal else "bottom_right",
+        fill_alpha=0.6, **({"color": color, "cmap": "Category10"} if color else {}),
+    )  # fmt: skip
+    errors = hv.ErrorBars(data, kdims=[label], vdims=["percent", "below", "above"]).opts(color="black", line_width=1.5)
+    formatter = {"xformatter" if horizontal else "yformatter": "%.0f%%"}
+    return (bars * errors).opts(
+        width=width, height=height, title=title, invert_axes=horizontal, xrotation=0 if horizontal else rot,
+        xlabel=xlabel, ylabel=ylabel, ylim=(0, top), **formatter,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- insights.json
@@ -155,73 +235,3 @@ def static_png(chart: Any) -> bytes | None:
     except Exception as error:  # noqa: BLE001 - a missing browser must not stop the analysis
         warnings.warn(f"no static copy of the chart: {error}", stacklevel=2)
         return None
-
-
-# --------------------------------------------------------------------------- reversals
-
-
-def reversal_scan(
-    frame: pd.DataFrame,
-    attributes: Sequence[str],
-    strata: Sequence[str],
-    outcome: str,
-    min_group: int = 300,
-    min_cell: int = 30,
-    min_strata: int = 3,
-) -> pd.DataFrame:
-    """Simpson-style reversals: pairs of groups of an attribute (each with at least
-    `min_group` people) where the group with the higher overall mean of `outcome`
-    has the lower mean in *every* stratum of another attribute in which both groups
-    have at least `min_cell` people (and there are at least `min_strata` such strata).
-
-    Returns one row per reversal, most strata compared first.
-    """
-    rows: list[dict[str, Any]] = []
-    for attribute in attributes:
-        overall = frame.groupby(attribute)[outcome].agg(["mean", "size"])
-        overall = overall[overall["size"] >= min_group]
-        levels = sorted(overall.index)
-        for stratum in strata:
-            if stratum == attribute:
-                continue
-            cells = frame.groupby([attribute, stratum])[outcome].agg(["mean", "size"])
-            means = cells["mean"].unstack()
-            sizes = cells["size"].unstack().fillna(0)
-            for index, first in enumerate(levels):
-                for second in levels[index + 1 :]:
-                    if overall.loc[first, "mean"] == overall.loc[second, "mean"]:
-                        continue
-                    ahead = overall.loc[first, "mean"] > overall.loc[second, "mean"]
-                    high, low = (first, second) if ahead else (second, first)
-                    usable = (sizes.loc[high] >= min_cell) & (sizes.loc[low] >= min_cell)
-                    compared = int(usable.sum())
-                    if compared < min_strata:
-                        continue
-                    if bool((means.loc[low][usable] > means.loc[high][usable]).all()):
-                        rows.append(
-                            {
-                                "attribute": attribute,
-                                "within": stratum,
-                                "higher overall": high,
-                                "its share": overall.loc[high, "mean"],
-                                "its people": int(overall.loc[high, "size"]),
-                                "lower overall": low,
-                                "lower share": overall.loc[low, "mean"],
-                                "lower people": int(overall.loc[low, "size"]),
-                                "strata compared": compared,
-                            }
-                        )
-    columns = [
-        "attribute",
-        "within",
-        "higher overall",
-        "its share",
-        "its people",
-        "lower overall",
-        "lower share",
-        "lower people",
-        "strata compared",
-    ]
-    result = pd.DataFrame(rows, columns=columns)
-    order = ["strata compared", "attribute", "within"]
-    return result.sort_values(order, ascending=[False, True, True], ignore_index=True)

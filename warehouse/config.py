@@ -34,6 +34,10 @@ class Settings:
     git_commit: str
     # Largest person table aggregated in memory (warehouse.columnar); 0 disables it.
     columnar_max_rows: int
+    # Reliability flag of warehouse.stats: fewer people or a larger relative standard error
+    # marks an estimate unreliable (NCHS presentation rule; see warehouse/stats.py).
+    reliability_min_n: int = 30
+    reliability_max_rse: float = 0.30
 
 
 def _int(name: str, default: int) -> int:
@@ -67,6 +71,8 @@ def get_settings() -> Settings:
         explorer_port=_int("EXPLORER_PORT", 5006),
         git_commit=os.environ.get("GIT_COMMIT", "unknown"),
         columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 5_000_000),
+        reliability_min_n=_int("RELIABILITY_MIN_N", 30),
+        reliability_max_rse=_float("RELIABILITY_MAX_RSE", 0.30),
     )
 
 
