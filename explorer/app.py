@@ -113,10 +113,8 @@ class ExplorerApp:
             self.initial_filter, self.notice = PeopleFilter(), f"The link's filter was ignored: {error}"
         self.initial_chart = {name: (query.get(name) or [""])[-1] for name in ("chart", "x", "group", "measure")}
         self.browse = BrowseView(store)
-        table = (query.get("table") or [""])[-1]
-        if table in self.browse.param.table.objects:
-            self.browse.table = table
-        self.browse.param.watch(self._write_url, ["table"])
+        self.browse.set_params(query)  # table, columns, sort and page
+        self.browse.param.watch(self._write_url, ["url_state"])
         self.visualize: Any = None
         self.export: Any = None
         self._holders = {
@@ -178,7 +176,7 @@ class ExplorerApp:
         """What the page URL says: the tab, that tab's filters, the table or the chart."""
         params: dict[str, list[str]] = {"tab": [self.tab]}
         if self.tab == "browse":
-            params["table"] = [self.browse.table]
+            params.update(self.browse.to_params())
         elif self.tab == "visualize" and self.visualize is not None:
             params.update(self.visualize.spec.to_params())
             params.update(self.visualize.filters.to_params())
