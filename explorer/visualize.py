@@ -3,7 +3,9 @@ query layer); pandas only shapes the few aggregated rows for HoloViews (Bokeh)."
 
 from __future__ import annotations
 
+import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
@@ -40,11 +42,18 @@ CHART_TYPES: Final[dict[str, str]] = {
     "line": "Line over age",
 }
 NEEDS_GROUP: Final = ("stacked", "grouped", "heatmap")
+# Stacking adds the groups' values: only counts and sums add up (a share or a
+# mean stacked by race reached ~390 %).
+ADDITIVE_MEASURES: Final = ("people", "population")
 COUNT_ONLY: Final = ("histogram", "box")  # drawn from exact value counts: the measure is people
 UNKNOWN_TEXT: Final = "Unknown"
+TITLE_SEPARATOR: Final = " — "  # between a chart's subject and whom it covers
+EXPORT_SCALES: Final[dict[str, int]] = {"1× (1000 × 560)": 1, "2× (2000 × 1120)": 2}
 HISTOGRAM_BINS: Final = 30
 SCREEN_HEIGHT: Final = 480
 EXPORT_SIZE: Final = (1000, 560)
+TITLE_PX: Final = 16  # exported title and subtitle font sizes
+SUBTITLE_PX: Final = 13
 
 
 def attribute_title(name: str | None) -> str:
@@ -94,6 +103,11 @@ class ChartSpec:
             return "Pick a group attribute different from the x axis."
         if self.measure not in MEASURES:
             return f"Unknown measure {self.measure!r}."
+        if self.kind == "stacked" and self.measure not in ADDITIVE_MEASURES:
+            return (
+                f"{measure_title(self.measure)} does not add up across groups, so it cannot be stacked: "
+                "choose a grouped bar, or Number of people or Population represented."
+            )
         return None
 
     def subject(self) -> str:
@@ -106,21 +120,27 @@ class ChartSpec:
         if self.kind in COUNT_ONLY:
             by = ""
         if self.group is not None:
-            by = (
-                f"{by} and {attribute_title(self.group).lower()}" if by else f"by {attribute_title(self.group).lower()}"
-            )
+            group = attribute_title(self.group).lower()
+            joined = f"{by} and {group}" if by else f"by {group}"
+            by = f"{by}, by {group}" if self.kind == "line" else joined
         return f"{what} {by}".strip()
+
+    def subtitle(self, people_filter: PeopleFilter, people: int | None = None) -> str:
+        """Who the chart covers: the filters and the number of people."""
+        who = people_filter.describe()
+        counted = f" ({people:,} people)" if people is not None else ""
+        return f"{'Everyone' if who == 'everyone' else who}{counted}"
 
     def title(self, people_filter: PeopleFilter, people: int | None = None) -> str:
         who = people_filter.describe()
         counted = f" ({people:,} people)" if people is not None else ""
-        return f"{self.subject()} — {'everyone' if who == 'everyone' else who}{counted}"
+        return f"{self.subject()}{TITLE_SEPARATOR}{'everyone' if who == 'everyone' else who}{counted}"
 
     def filename(self, extension: str, today: date | None = None) -> str:
-        parts = [CHART_TYPES[self.kind], measure_title(self.effective_measure), "by", attribute_title(self.x)]
-        if self.group:
-            parts += ["and", attribute_title(self.group)]
-        stem = "-".join(parts).lower()
+        """'census-box-plot-age-quartiles-by-race-2026-11-28.png': the chart type, then
+        what the title says (the measure only where the chart draws it)."""
+        kind = "line" if self.kind == "line" else CHART_TYPES[self.kind]
+        stem = f"{kind}-{self.subject()}".lower()
         safe = "".join(ch if ch.isalnum() else "-" for ch in stem)
         while "--" in safe:
             safe = safe.replace("--", "-")
@@ -369,12 +389,54 @@ def _box_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Overlay:
 
 
 def size_for_screen(chart: Any) -> Any:
-    return chart.opts(responsive=True, height=SCREEN_HEIGHT, clone=True)
+    """The page shows the title above the chart as text, where it wraps."""
+    return chart.opts(responsive=True, height=SCREEN_HEIGHT, title="", clone=True)
 
 
 def size_for_export(chart: Any) -> Any:
+    """Export size, with the title wrapped onto as many lines as it needs: the subject
+    first, then the filters and the number of people in a smaller subtitle."""
     width, height = EXPORT_SIZE
-    return chart.opts(responsive=False, width=width, height=height, toolbar=None, clone=True)
+    title = str(hv.Store.lookup_options("bokeh", chart, "plot").kwargs.get("title") or "")
+    return chart.opts(
+        responsive=False, width=width, height=height, toolbar=None, hooks=[wrapped_title_hook(title, width)], clone=True
+    )
+
+
+def title_lines(title: str, width: int) -> tuple[list[str], list[str]]:
+    """The title's subject and subtitle broken into lines that fit a `width`-pixel
+    export. Bokeh starts a title at the plot frame, right of the y axis, and a legend
+    or colour bar may take the right side: about `width` - 300 pixels are free, at
+    about 0.6 of the font size per character."""
+    free = max(300, width - 300)
+    subject, _, who = title.partition(TITLE_SEPARATOR)
+    subject_lines = textwrap.wrap(subject, max(20, int(free / (TITLE_PX * 0.62)))) or [""]
+    who = who[:1].upper() + who[1:]
+    who_lines = textwrap.wrap(who, max(20, int(free / (SUBTITLE_PX * 0.6))), break_on_hyphens=False) if who else []
+    return subject_lines, who_lines
+
+
+def wrapped_title_hook(title: str, width: int) -> Callable[[Any, Any], None]:
+    """Replace the one-line title (which Bokeh cuts at the edge) by wrapped lines."""
+
+    def hook(plot: Any, _element: Any) -> None:
+        from bokeh.models import Title
+
+        figure = plot.state
+        if not title or not hasattr(figure, "title"):
+            return
+        subject_lines, who_lines = title_lines(title, width)
+        lines = [(line, TITLE_PX, "bold") for line in subject_lines] + [
+            (line, SUBTITLE_PX, "normal") for line in who_lines
+        ]
+        first, size, style = lines[0]
+        figure.title = Title(text=first, text_font_size=f"{size}px", text_font_style=style)
+        # Bokeh stacks "above" annotations from the plot outwards, under the title:
+        # add the last line first.
+        for text, size, style in reversed(lines[1:]):
+            figure.add_layout(Title(text=text, text_font_size=f"{size}px", text_font_style=style), "above")
+
+    return hook
 
 
 # --------------------------------------------------------------------------- the tab
