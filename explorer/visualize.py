@@ -3,6 +3,7 @@ query layer); pandas only shapes the few aggregated rows for HoloViews (Bokeh)."
 
 from __future__ import annotations
 
+import html
 import textwrap
 import time
 from collections.abc import Callable
@@ -478,6 +479,7 @@ class VisualizeView(pn.viewable.Viewer):
         label="Group / colour by",
     )
     measure = param.Selector(default="people", objects={v: k for k, v in MEASURES.items()}, label="Measure")
+    export_scale = param.Selector(default=1, objects=EXPORT_SCALES, label="Image size")
     result = param.Parameter(default=None, doc="The last ChartResult (read by the image export).")
 
     def __init__(self, store: DataStore, filters: FilterPanel | None = None, **params: Any) -> None:
@@ -541,8 +543,18 @@ class VisualizeView(pn.viewable.Viewer):
                 sizing_mode="stretch_width",
                 css_classes=["chart-message"],
             )
-        return pn.pane.HoloViews(
-            size_for_screen(result.chart), sizing_mode="stretch_width", height=SCREEN_HEIGHT + 20, css_classes=["chart"]
+        # The title is page text above the chart (it wraps; a canvas title is cut off),
+        # and the chart's numbers follow as a table: the chart's text alternative.
+        return pn.Column(
+            pn.pane.HTML(chart_heading(result), sizing_mode="stretch_width", css_classes=["chart-heading"]),
+            pn.pane.HoloViews(
+                size_for_screen(result.chart),
+                sizing_mode="stretch_width",
+                height=SCREEN_HEIGHT + 20,
+                css_classes=["chart"],
+            ),
+            pn.pane.HTML(chart_text_alternative(result), sizing_mode="stretch_width", css_classes=["chart-data"]),
+            sizing_mode="stretch_width",
         )
 
     @param.depends("result")
@@ -555,12 +567,20 @@ class VisualizeView(pn.viewable.Viewer):
             text += " · histograms and box plots count people (the measure does not apply)"
         return pn.pane.Markdown(text, css_classes=["chart-note"], margin=(0, 10))
 
-    def controls(self) -> pn.Row:
-        self._controls = pn.Row(
+    def controls(self) -> pn.FlexBox:
+        measure = pn.widgets.Select.from_param(self.param.measure, width=260)
+
+        def measure_applies(*_: Any) -> None:
+            # Histograms and box plots count people: the measure does not apply.
+            measure.disabled = self.chart_type in COUNT_ONLY
+
+        self.param.watch(measure_applies, "chart_type")
+        measure_applies()
+        self._controls = pn.FlexBox(
             pn.widgets.Select.from_param(self.param.chart_type, width=170),
             pn.widgets.Select.from_param(self.param.x, width=170),
-            pn.widgets.Select.from_param(self.param.group, width=170),
-            pn.widgets.Select.from_param(self.param.measure, width=260),
+            NoneSelect.from_param(self.param.group, width=170),
+            measure,
             sizing_mode="stretch_width",
         )
         return self._controls
@@ -579,11 +599,62 @@ class VisualizeView(pn.viewable.Viewer):
             controls,
             self._chart_holder,
             self._note,
+            pn.widgets.RadioButtonGroup.from_param(
+                self.param.export_scale, button_type="light", css_classes=["export-scale"], width=340
+            ),
             download_buttons(self),
             sizing_mode="stretch_width",
+            css_classes=["chart-area"],
+            styles={"flex": "1 1 330px", "min-width": "0"},
         )
-        return pn.Row(
-            pn.Column(self.filters, width=300, css_classes=["visualize-filters"]),
+        # Side by side on a wide screen; on a phone the filters come first, above the chart.
+        return pn.FlexBox(
+            pn.Column(self.filters, width=300, css_classes=["visualize-filters"], styles={"flex": "0 1 300px"}),
             chart_area,
+            flex_wrap="wrap",
             sizing_mode="stretch_width",
         )
+
+
+class NoneSelect(pn.widgets.Select):
+    """A Select that shows the label of a `None` option on first render (Panel leaves
+    the browser's select blank when the initial value is None)."""
+
+    def _init_params(self) -> dict[str, Any]:
+        params = super()._init_params()
+        if self.value is None and None in self.values:
+            params["value"] = None
+        return params
+
+    def _process_param_change(self, params: dict[str, Any]) -> dict[str, Any]:
+        props = super()._process_param_change(params)
+        if "value" in params and params["value"] is None and None in self.values:
+            props["value"] = self.unicode_values[self.values.index(None)]
+        return props
+
+
+def chart_heading(result: ChartResult) -> str:
+    subtitle = result.spec.subtitle(result.people_filter, result.people)
+    return (
+        f'<h2 class="chart-title" style="font-size:1.1rem;margin:4px 0 2px">{html.escape(result.spec.subject())}</h2>'
+        f'<p class="chart-subtitle" style="margin:0;color:inherit;opacity:.85">{html.escape(subtitle)}</p>'
+    )
+
+
+def chart_text_alternative(result: ChartResult, max_rows: int = 200) -> str:
+    """The chart's numbers as an HTML table in a <details>: what a screen reader (or
+    anyone who wants the figures) reads instead of the canvas."""
+    data = result.data
+    if data is None:
+        return ""
+    frame = data.head(max_rows).copy()
+    frame.columns = [
+        measure_title(c) if c in MEASURES else attribute_title(c) if c in (*GROUP_COLUMNS, AGE_BAND) else c.title()
+        for c in frame.columns
+    ]
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:,.2f}", border=0, classes="chart-table")
+    more = f"<p>First {max_rows} of {len(data):,} rows.</p>" if len(data) > max_rows else ""
+    return (
+        f"<details><summary>Chart data as a table ({html.escape(result.spec.subject())})</summary>"
+        f"{table}{more}</details>"
+    )
