@@ -175,6 +175,8 @@ class ExplorerApp:
     def url_params(self) -> dict[str, list[str]]:
         """What the page URL says: the tab, that tab's filters, the table or the chart."""
         params: dict[str, list[str]] = {"tab": [self.tab]}
+        if pn.config.theme == "dark":  # the theme switch's choice survives URL updates
+            params["theme"] = ["dark"]
         if self.tab == "browse":
             params.update(self.browse.to_params())
         elif self.tab == "visualize" and self.visualize is not None:
@@ -198,10 +200,18 @@ class ExplorerApp:
 
 
 def build(store: DataStore | None = None, query: dict[str, list[str]] | None = None) -> pn.template.BootstrapTemplate:
-    store = store or DataStore()
+    from explorer.page import install
+    from explorer.readonly import missing_file_message, read_only_url
+
+    url = store.url if store is not None else get_settings().database_url
+    missing = missing_file_message(url, UPLOAD_HINT)
+    store = store or DataStore(url=read_only_url(url))  # the explorer only reads
     template = pn.template.BootstrapTemplate(title=TITLE, header_background="#2f4f6f", main_max_width="1600px")
+    install(template)  # page script (ARIA, focus, Back/Forward) and the theme switch
     try:
-        ok = store.check()
+        if missing:  # say so; opening it would create an empty file
+            store.param.update(status="unreachable", message=missing)
+        ok = not missing and store.check()
         if ok:
             app = ExplorerApp(store, query if query is not None else session_query())
             template.main.extend(app.page())

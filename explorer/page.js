@@ -1,0 +1,130 @@
+// What the explorer adds to every page, loaded in <head> after Bokeh (explorer/page.py).
+// Bokeh and Panel draw widgets inside shadow roots, which page-wide CSS and ARIA
+// attributes do not reach: this script visits each open shadow root as it appears.
+(() => {
+  if (window.censusPage) return;
+
+  // -- Choices.js (Bokeh's MultiChoice) warns once per widget render unless the
+  // caller states allowHTML; Bokeh does not. State it (false: labels are text) for
+  // the duration of the render, without a page-wide side effect afterwards.
+  function patchChoices() {
+    const model = window.Bokeh && Bokeh.Widgets && Bokeh.Widgets.MultiChoice;
+    const View = model && model.prototype.default_view;
+    if (!View || View.prototype.censusPatched) return;
+    const render = View.prototype.render;
+    View.prototype.render = function () {
+      // Choices reads `userConfig.allowHTML`; Bokeh's options object inherits this
+      // non-enumerable value (deepmerge copies own keys only, so nothing else changes).
+      Object.defineProperty(Object.prototype, "allowHTML", { value: false, configurable: true, writable: true });
+      try {
+        render.call(this);
+      } finally {
+        delete Object.prototype.allowHTML;
+      }
+      if (this.choice_el && this.choice_el.config) this.choice_el.config.allowHTML = false;
+    };
+    View.prototype.censusPatched = true;
+  }
+  patchChoices();
+
+  // -- Styles every shadow root gets: a visible focus ring, and no "Everyone"
+  // placeholder beside chosen values in a multi-select.
+  const css = `
+    :focus-visible { outline: 3px solid #1a5fb4 !important; outline-offset: 2px !important; }
+    .noUi-handle:focus-visible { box-shadow: 0 0 0 3px #1a5fb4 !important; }
+    .choices__list--multiple:has(.choices__item) + .choices__input::placeholder { color: transparent !important; }
+    .choices__inner:has(.choices__list--multiple .choices__item) .choices__input::placeholder { color: transparent !important; }
+  `;
+  let sheet = null;
+  try {
+    sheet = new CSSStyleSheet();
+    sheet.replaceSync(css);
+  } catch (error) {
+    sheet = null;
+  }
+  const seen = new WeakSet();
+
+  function adopt(root) {
+    if (sheet && !root.adoptedStyleSheets.includes(sheet)) {
+      root.adoptedStyleSheets = [...root.adoptedStyleSheets, sheet];
+    }
+  }
+
+  // -- ARIA: Bokeh's tabs are divs; slider handles have no name.
+  function label(root) {
+    for (const header of root.querySelectorAll(".bk-header")) {
+      if (!header.querySelector(".bk-tab")) continue;
+      header.setAttribute("role", "tablist");
+      for (const tab of header.querySelectorAll(".bk-tab")) {
+        const active = tab.classList.contains("bk-active");
+        tab.setAttribute("role", "tab");
+        tab.setAttribute("aria-selected", active ? "true" : "false");
+        tab.setAttribute("tabindex", active ? "0" : "-1");
+        if (!tab.censusKeys) {
+          tab.censusKeys = true;
+          tab.addEventListener("keydown", (event) => onTabKey(event, header));
+        }
+      }
+    }
+    const title = root.querySelector(".bk-slider-title");
+    if (title) {
+      const name = (title.textContent || "").split(":")[0].trim();
+      const handles = root.querySelectorAll(".noUi-handle");
+      handles.forEach((handle, index) => {
+        const which = handles.length === 2 ? (index === 0 ? " minimum" : " maximum") : "";
+        handle.setAttribute("aria-label", `${name}${which}`);
+      });
+    }
+  }
+
+  function onTabKey(event, header) {
+    const tabs = [...header.querySelectorAll(".bk-tab")];
+    const index = tabs.indexOf(event.currentTarget);
+    let next = null;
+    if (event.key === "ArrowRight") next = tabs[(index + 1) % tabs.length];
+    else if (event.key === "ArrowLeft") next = tabs[(index - 1 + tabs.length) % tabs.length];
+    else if (event.key === "Enter" || event.key === " ") next = tabs[index];
+    if (next) {
+      event.preventDefault();
+      next.click();
+      next.focus();
+    }
+  }
+
+  function visit(root) {
+    adopt(root);
+    label(root);
+    for (const element of root.querySelectorAll("*")) {
+      const shadow = element.shadowRoot;
+      if (shadow && !seen.has(shadow)) {
+        seen.add(shadow);
+        observer.observe(shadow, { childList: true, subtree: true, attributes: true, attributeFilter: ["class"] });
+      }
+      if (shadow) visit(shadow);
+    }
+  }
+
+  let scheduled = false;
+  const observer = new MutationObserver(() => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      visit(document);
+    });
+  });
+
+  function start() {
+    patchChoices();
+    observer.observe(document.documentElement, { childList: true, subtree: true });
+    visit(document);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+
+  // -- Back and Forward: the page is built from its URL (tab, filters, chart,
+  // table, columns, sort, page), so a history step reloads that URL.
+  window.addEventListener("popstate", () => window.location.reload());
+
+  window.censusPage = { visit };
+})();
