@@ -36,7 +36,6 @@ def theme_toggle() -> pn.widgets.Button:
     dark = is_dark()
     button = pn.widgets.Button(
         name="Light theme" if dark else "Dark theme",
-        icon="sun" if dark else "moon",
         button_type="light",
         width=130,
         css_classes=["theme-toggle"],
@@ -55,5 +54,8 @@ def theme_toggle() -> pn.widgets.Button:
 
 def install(template: pn.template.BaseTemplate) -> None:
     """Add the page script and the theme switch to a template."""
-    template.config.js_files["census_page"] = page_script_url()
+    # Page-wide resources go in <head> after Bokeh's scripts (the Bootstrap template
+    # does not render template.config.js_files).
+    if "census_page" not in pn.config.js_files:
+        pn.config.js_files = {**pn.config.js_files, "census_page": page_script_url()}
     template.header.append(theme_toggle())
