@@ -600,7 +600,7 @@ class VisualizeView(pn.viewable.Viewer):
             self._chart_holder,
             self._note,
             pn.widgets.RadioButtonGroup.from_param(
-                self.param.export_scale, button_type="light", css_classes=["export-scale"], width=340
+                self.param.export_scale, color="light", css_classes=["export-scale"], width=340
             ),
             download_buttons(self),
             sizing_mode="stretch_width",
