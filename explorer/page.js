@@ -27,6 +27,33 @@
   }
   patchChoices();
 
+  // -- Sliders: noUiSlider's floating-point steps send 91.00000000000001 or
+  // 89.99999999999999; the server rounds that to 91 or 90 and sends the rounded
+  // value back, which lands after the next key presses and moves the handle back
+  // (30 quick presses ended at 82 instead of 70). Snap to the step grid here, so
+  // the value sent is the one the server keeps and nothing comes back.
+  function snap(value, start, step) {
+    if (typeof value !== "number" || !isFinite(value) || !(step > 0)) return value;
+    const snapped = start + Math.round((value - start) / step) * step;
+    return Number(snapped.toFixed(10));
+  }
+  function patchSliders() {
+    const widgets = window.Bokeh && Bokeh.Widgets;
+    if (!widgets) return;
+    for (const name of ["RangeSlider", "Slider"]) {
+      const View = widgets[name] && widgets[name].prototype.default_view;
+      if (!View || View.prototype.censusSnapped) continue;
+      const calc = View.prototype._calc_from;
+      View.prototype._calc_from = function (values) {
+        const result = calc.call(this, values);
+        const { start, step } = this.model;
+        return Array.isArray(result) ? result.map((v) => snap(v, start, step)) : snap(result, start, step);
+      };
+      View.prototype.censusSnapped = true;
+    }
+  }
+  patchSliders();
+
   // -- Styles every shadow root gets: a visible focus ring, and no "Everyone"
   // placeholder beside chosen values in a multi-select.
   const css = `
@@ -116,6 +143,7 @@
 
   function start() {
     patchChoices();
+    patchSliders();
     observer.observe(document.documentElement, { childList: true, subtree: true });
     visit(document);
   }
