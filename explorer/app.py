@@ -34,7 +34,7 @@ log = logging.getLogger("explorer")
 TABS = ("browse", "visualize", "export")
 TITLE = "Census explorer"
 CSS = """
-.footer { color: #666; font-size: 12px; border-top: 1px solid #ddd; padding-top: 4px; }
+.footer { font-size: 12px; border-top: 1px solid #ddd; padding-top: 4px; }
 """
 
 pn.extension("tabulator", notifications=True, loading_indicator=True, raw_css=[CSS], sizing_mode="stretch_width")

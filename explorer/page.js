@@ -61,6 +61,8 @@
     .noUi-handle:focus-visible { box-shadow: 0 0 0 3px #1a5fb4 !important; }
     .choices__list--multiple:has(.choices__item) + .choices__input::placeholder { color: transparent !important; }
     .choices__inner:has(.choices__list--multiple .choices__item) .choices__input::placeholder { color: transparent !important; }
+    .choices__input { color: inherit !important; background-color: transparent !important; }
+    :host(.footer), :host(.footer) code, :host(.footer) a { color: inherit !important; background: none !important; }
   `;
   let sheet = null;
   try {
@@ -92,6 +94,28 @@
           tab.addEventListener("keydown", (event) => onTabKey(event, header));
         }
       }
+    }
+    // Bokeh hides inactive tab panels with aria-hidden only; their widgets stay
+    // focusable. `inert` takes them out of the tab order too.
+    for (const hidden of root.querySelectorAll("[aria-hidden]")) {
+      if (hidden.parentNode === root) hidden.inert = hidden.getAttribute("aria-hidden") === "true";
+    }
+    // Choices.js marks the chosen chips aria-selected without an option role.
+    for (const chip of root.querySelectorAll(".choices__list--multiple .choices__item[aria-selected]")) {
+      chip.removeAttribute("aria-selected");
+    }
+    // Tabulator's grid holds a focusable scroll box and the pager's buttons directly:
+    // the box becomes the rows' group (its inner table a plain box) and the pager a
+    // cell of a footer row.
+    for (const grid of root.querySelectorAll('.tabulator[role="grid"]')) {
+      const holder = grid.querySelector(":scope > .tabulator-tableholder");
+      if (holder && holder.getAttribute("role") !== "rowgroup") holder.setAttribute("role", "rowgroup");
+      const body = holder && holder.querySelector(":scope > .tabulator-table");
+      if (body && body.getAttribute("role") !== "none") body.setAttribute("role", "none");
+      const footer = grid.querySelector(":scope > .tabulator-footer");
+      if (footer && footer.getAttribute("role") !== "row") footer.setAttribute("role", "row");
+      const paginator = footer && footer.querySelector(".tabulator-paginator");
+      if (paginator && paginator.getAttribute("role") !== "gridcell") paginator.setAttribute("role", "gridcell");
     }
     const title = root.querySelector(".bk-slider-title");
     if (title) {
@@ -125,7 +149,7 @@
       const shadow = element.shadowRoot;
       if (shadow && !seen.has(shadow)) {
         seen.add(shadow);
-        observer.observe(shadow, { childList: true, subtree: true, attributes: true, attributeFilter: ["class"] });
+        observer.observe(shadow, { childList: true, subtree: true, attributes: true, attributeFilter: ["class", "aria-hidden"] });
       }
       if (shadow) visit(shadow);
     }
@@ -141,7 +165,13 @@
     });
   });
 
+  function landmarks() {
+    const main = document.getElementById("main");
+    if (main && !main.getAttribute("role")) main.setAttribute("role", "main");
+  }
+
   function start() {
+    landmarks();
     patchChoices();
     patchSliders();
     observer.observe(document.documentElement, { childList: true, subtree: true });
