@@ -97,8 +97,13 @@
     }
     // Bokeh hides inactive tab panels with aria-hidden only; their widgets stay
     // focusable. `inert` takes them out of the tab order too.
-    for (const hidden of root.querySelectorAll("[aria-hidden]")) {
-      if (hidden.parentNode === root) hidden.inert = hidden.getAttribute("aria-hidden") === "true";
+    // (Bokeh removes the attribute when the tab is shown again: undo ours then.)
+    for (const child of root.children || []) {
+      const hidden = child.getAttribute("aria-hidden") === "true";
+      if (hidden || child.censusInert) {
+        child.inert = hidden;
+        child.censusInert = hidden;
+      }
     }
     // Choices.js marks the chosen chips aria-selected without an option role.
     for (const chip of root.querySelectorAll(".choices__list--multiple .choices__item[aria-selected]")) {
