@@ -266,8 +266,18 @@ class BrowseView(pn.viewable.Viewer):
         )
         table_select.jslink(self.tabulator, value="loading")
         self.column_picker.jslink(self.tabulator, value="loading")
+        # "Age and income only" is None, then two picks (not 14 removals).
+        every = pn.widgets.Button(name="All", color="light", width=60, css_classes=["columns-all"])
+        none = pn.widgets.Button(name="None", color="light", width=60, css_classes=["columns-none"])
+        every.on_click(lambda _event: setattr(self.column_picker, "value", list(self._all_columns)))
+        none.on_click(lambda _event: setattr(self.column_picker, "value", []))
         return pn.Column(
-            pn.Row(table_select, self.column_picker, sizing_mode="stretch_width"),
+            pn.Row(
+                table_select,
+                self.column_picker,
+                pn.Column(every, none, margin=(18, 0, 0, 0)),
+                sizing_mode="stretch_width",
+            ),
             self.row_count,
             self.empty_message,
             self.tabulator,

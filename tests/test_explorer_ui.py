@@ -306,6 +306,18 @@ def test_browse_state_lives_in_the_url(server: str, page) -> None:  # type: igno
     eventually(lambda: first_row() == shown, first_row)
 
 
+def test_column_picker_none_then_two_picks(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Age and income only: None, then two picks (it took 14 removals)."""
+    page.goto(server)
+    page.locator(".row-count", has_text="People (readable view)").wait_for()
+    page.get_by_role("button", name="None", exact=True).click()
+    choose(page, "Columns (empty = all)", "Age")
+    choose(page, "Columns (empty = all)", "Income")
+    eventually(lambda: headers(page) == ["Age", "Income"], lambda: headers(page))
+    page.get_by_role("button", name="All", exact=True).click()
+    eventually(lambda: len(headers(page)) == 16, lambda: headers(page))
+
+
 def test_console_has_no_choices_warnings(server: str, page) -> None:  # type: ignore[no-untyped-def]
     """Defect 12: no Choices.js allowHTML deprecation warnings in a session over all tabs."""
     messages: list[str] = []
