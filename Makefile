@@ -37,6 +37,10 @@ system-deps: browser-deps
 # axe-core (the accessibility checker the browser tests run), from the npm registry.
 AXE_VERSION := 4.11.0
 tests/.axe/node_modules/axe-core/axe.min.js:
+	@if ! command -v npm >/dev/null; then \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	fi
 	npm install --silent --no-save --no-package-lock --prefix tests/.axe axe-core@$(AXE_VERSION)
 
 axe: tests/.axe/node_modules/axe-core/axe.min.js
