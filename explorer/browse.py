@@ -149,6 +149,8 @@ class BrowseView(pn.viewable.Viewer):
 
     def set_params(self, query: dict[str, list[str]]) -> None:
         """Show what a page URL names; names that do not exist are ignored."""
+        if not any(query.get(key) for key in ("table", "columns", "sort", "page")):
+            return  # the default view, already shown
         table = (query.get("table") or [""])[-1]
         columns = [c for c in ",".join(query.get("columns") or []).split(",") if c]
         sort = (query.get("sort") or [""])[-1]
