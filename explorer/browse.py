@@ -125,7 +125,13 @@ class BrowseView(pn.viewable.Viewer):
             "", alert_type="info", visible=False, css_classes=["empty-table"], sizing_mode="stretch_width"
         )
         self.column_picker = pn.widgets.MultiChoice(
-            label="Columns (empty = all)", options={}, value=[], sizing_mode="stretch_width"
+            label="Columns (empty = all)",
+            options={},
+            value=[],
+            sizing_mode="stretch_width",
+            # At most three lines of chosen columns (then it scrolls): the table below
+            # starts at a known height, so TABLE_MAX_HEIGHT keeps the pager in view.
+            stylesheets=[".choices__inner { max-height: 5.4em; overflow-y: auto; }"],
         )
         self.column_picker.param.watch(self._columns_changed, "value")
         self.last_query_s = 0.0
@@ -269,15 +275,20 @@ class BrowseView(pn.viewable.Viewer):
         table_select.jslink(self.tabulator, value="loading")
         self.column_picker.jslink(self.tabulator, value="loading")
         # "Age and income only" is None, then two picks (not 14 removals).
-        every = pn.widgets.Button(name="All", color="light", width=60, css_classes=["columns-all"])
-        none = pn.widgets.Button(name="None", color="light", width=60, css_classes=["columns-none"])
+        every = pn.widgets.Button(
+            name="All", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-all"]
+        )
+        none = pn.widgets.Button(
+            name="None", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-none"]
+        )
         every.on_click(lambda _event: setattr(self.column_picker, "value", list(self._all_columns)))
         none.on_click(lambda _event: setattr(self.column_picker, "value", []))
         return pn.Column(
             pn.Row(
                 table_select,
                 self.column_picker,
-                pn.Column(every, none, margin=(18, 0, 0, 0)),
+                every,
+                none,
                 sizing_mode="stretch_width",
             ),
             self.row_count,
