@@ -276,10 +276,10 @@ class BrowseView(pn.viewable.Viewer):
         self.column_picker.jslink(self.tabulator, value="loading")
         # "Age and income only" is None, then two picks (not 14 removals).
         every = pn.widgets.Button(
-            name="All", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-all"]
+            label="All", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-all"]
         )
         none = pn.widgets.Button(
-            name="None", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-none"]
+            label="None", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-none"]
         )
         every.on_click(lambda _event: setattr(self.column_picker, "value", list(self._all_columns)))
         none.on_click(lambda _event: setattr(self.column_picker, "value", []))

@@ -35,8 +35,8 @@ def theme_toggle() -> pn.widgets.Button:
     own URL with that parameter set or removed."""
     dark = is_dark()
     button = pn.widgets.Button(
-        name="Light theme" if dark else "Dark theme",
-        button_type="light",
+        label="Light theme" if dark else "Dark theme",
+        color="light",
         width=130,
         css_classes=["theme-toggle"],
         description="Switch between the light and the dark theme",
