@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run load test browser-deps system-deps venv docker-test bench clean
+.PHONY: run load test browser-deps system-deps axe venv docker-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,24 @@ system-deps: browser-deps
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 	fi
 
+# axe-core (the accessibility checker the browser tests run), from the npm registry.
+AXE_VERSION := 4.11.0
+tests/.axe/node_modules/axe-core/axe.min.js:
+	@if ! command -v npm >/dev/null; then \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	fi
+	npm install --silent --no-save --no-package-lock --prefix tests/.axe axe-core@$(AXE_VERSION)
+
+axe: tests/.axe/node_modules/axe-core/axe.min.js
+
 load: venv
 	$(BIN)/python -m loaders.upload
 
 run: browser-deps load
 	scripts/serve.sh
 
-test: system-deps venv
+test: system-deps venv axe
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

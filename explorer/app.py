@@ -34,7 +34,7 @@ log = logging.getLogger("explorer")
 TABS = ("browse", "visualize", "export")
 TITLE = "Census explorer"
 CSS = """
-.footer { color: #666; font-size: 12px; border-top: 1px solid #ddd; padding-top: 4px; }
+.footer { font-size: 12px; border-top: 1px solid #ddd; padding-top: 4px; }
 """
 
 pn.extension("tabulator", notifications=True, loading_indicator=True, raw_css=[CSS], sizing_mode="stretch_width")
@@ -113,10 +113,8 @@ class ExplorerApp:
             self.initial_filter, self.notice = PeopleFilter(), f"The link's filter was ignored: {error}"
         self.initial_chart = {name: (query.get(name) or [""])[-1] for name in ("chart", "x", "group", "measure")}
         self.browse = BrowseView(store)
-        table = (query.get("table") or [""])[-1]
-        if table in self.browse.param.table.objects:
-            self.browse.table = table
-        self.browse.param.watch(self._write_url, ["table"])
+        self.browse.set_params(query)  # table, columns, sort and page
+        self.browse.param.watch(self._write_url, ["url_state"])
         self.visualize: Any = None
         self.export: Any = None
         self._holders = {
@@ -177,8 +175,10 @@ class ExplorerApp:
     def url_params(self) -> dict[str, list[str]]:
         """What the page URL says: the tab, that tab's filters, the table or the chart."""
         params: dict[str, list[str]] = {"tab": [self.tab]}
+        if pn.config.theme == "dark":  # the theme switch's choice survives URL updates
+            params["theme"] = ["dark"]
         if self.tab == "browse":
-            params["table"] = [self.browse.table]
+            params.update(self.browse.to_params())
         elif self.tab == "visualize" and self.visualize is not None:
             params.update(self.visualize.spec.to_params())
             params.update(self.visualize.filters.to_params())
@@ -200,10 +200,18 @@ class ExplorerApp:
 
 
 def build(store: DataStore | None = None, query: dict[str, list[str]] | None = None) -> pn.template.BootstrapTemplate:
-    store = store or DataStore()
+    from explorer.page import install
+    from explorer.readonly import missing_file_message, read_only_url
+
+    url = store.url if store is not None else get_settings().database_url
+    missing = missing_file_message(url, UPLOAD_HINT)
+    store = store or DataStore(url=read_only_url(url))  # the explorer only reads
     template = pn.template.BootstrapTemplate(title=TITLE, header_background="#2f4f6f", main_max_width="1600px")
+    install(template)  # page script (ARIA, focus, Back/Forward) and the theme switch
     try:
-        ok = store.check()
+        if missing:  # say so; opening it would create an empty file
+            store.param.update(status="unreachable", message=missing)
+        ok = not missing and store.check()
         if ok:
             app = ExplorerApp(store, query if query is not None else session_query())
             template.main.extend(app.page())

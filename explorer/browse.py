@@ -12,10 +12,38 @@ import param
 from sqlalchemy.exc import SQLAlchemyError
 
 from explorer.store import DataStore
+from warehouse.models import DIMENSIONS
 from warehouse.query import column_title, table_columns
 
 PAGE_SIZE = 25
 UNKNOWN_TEXT = "Unknown"
+# The table keeps the pager in view: it grows with its rows up to the window's
+# height less the page header, tabs and controls above it, then scrolls inside.
+TABLE_MAX_HEIGHT = "max(320px, calc(100vh - 330px))"
+# What one row of a table is, for its id column's heading ("Upload id", not "Person id").
+ROW_NAMES = {"people": "Person", "person": "Person", "load": "Upload", "rejected_row": "Rejected row"}
+# Dimension table -> the attribute it lists ("income_bracket" -> "income").
+DIMENSION_ATTRIBUTES = {model.__tablename__: attribute for attribute, (model, _) in DIMENSIONS.items()}
+EMPTY_MESSAGES = {
+    "rejected_row": "No rejected rows: every row read so far was loaded.",
+    "load": "No uploads yet: run python -m loaders.upload.",
+}
+
+
+def column_heading(table: str, column: str) -> str:
+    """A column's heading in one table: ids say whose id they are, a dimension's
+    label column is named after its attribute, a dimension's counts are 'People'."""
+    attribute = DIMENSION_ATTRIBUTES.get(table)
+    if column == "id":
+        owner = column_title(attribute) if attribute else ROW_NAMES.get(table, column_title(table))
+        return f"{owner} id"
+    if column == "load_id":
+        return "Upload id"
+    if attribute and column == "label":
+        return column_title(attribute)
+    if attribute and column == "people":
+        return "People"
+    return column_title(column)
 
 
 def display_value(value: Any) -> str:
@@ -66,6 +94,7 @@ class SQLTabulator(pn.widgets.Tabulator):
 
 class BrowseView(pn.viewable.Viewer):
     table = param.Selector(default="people", objects=["people"], doc="The table or view shown.")
+    url_state = param.Dict(default={}, doc="Table, columns, sort and page as page-URL parameters.")
 
     def __init__(self, store: DataStore, **params: Any) -> None:
         super().__init__(**params)
@@ -84,13 +113,25 @@ class BrowseView(pn.viewable.Viewer):
             disabled=True,
             selectable=False,
             header_align="left",
-            layout="fit_data_table",
-            height=760,
+            # Columns as wide as their longest value (labels are not cut); the last
+            # one takes what is left, so a narrow table still uses the width.
+            layout="fit_data_stretch",
+            configuration={"maxHeight": TABLE_MAX_HEIGHT},
+            css_classes=["browse-table"],
         )
         self.tabulator.param.watch(self._page_or_sort, ["page", "sorters"])
         self.row_count = pn.pane.Markdown("", css_classes=["row-count"], margin=(5, 10))
+        self.empty_message = pn.pane.Alert(
+            "", alert_type="info", visible=False, css_classes=["empty-table"], sizing_mode="stretch_width"
+        )
         self.column_picker = pn.widgets.MultiChoice(
-            label="Columns (empty = all)", options={}, value=[], sizing_mode="stretch_width"
+            label="Columns (empty = all)",
+            options={},
+            value=[],
+            sizing_mode="stretch_width",
+            # At most three lines of chosen columns (then it scrolls): the table below
+            # starts at a known height, so TABLE_MAX_HEIGHT keeps the pager in view.
+            stylesheets=[".choices__inner { max-height: 5.4em; overflow-y: auto; }"],
         )
         self.column_picker.param.watch(self._columns_changed, "value")
         self.last_query_s = 0.0
@@ -98,10 +139,53 @@ class BrowseView(pn.viewable.Viewer):
         self._reset_columns()
         self._refresh(page=1)
 
+    # -- page-URL form --
+
+    def to_params(self) -> dict[str, list[str]]:
+        """table=, and columns= / sort= / page= when they differ from the defaults."""
+        params: dict[str, list[str]] = {"table": [self.table]}
+        if self.columns != self._all_columns:
+            params["columns"] = [",".join(self.columns)]
+        sort = self.sort_spec()
+        if sort:
+            params["sort"] = [sort]
+        if self.tabulator.page > 1:
+            params["page"] = [str(self.tabulator.page)]
+        return params
+
+    def set_params(self, query: dict[str, list[str]]) -> None:
+        """Show what a page URL names; names that do not exist are ignored."""
+        if not any(query.get(key) for key in ("table", "columns", "sort", "page")):
+            return  # the default view, already shown
+        table = (query.get("table") or [""])[-1]
+        columns = [c for c in ",".join(query.get("columns") or []).split(",") if c]
+        sort = (query.get("sort") or [""])[-1]
+        try:
+            page = max(1, int((query.get("page") or ["1"])[-1]))
+        except ValueError:
+            page = 1
+        self._resetting = True
+        try:
+            if table in self.param.table.objects and table != self.table:
+                self.table = table
+                self._reset_columns()
+            chosen = [c for c in columns if c in self._all_columns] or list(self._all_columns)
+            self.column_picker.value = chosen
+            field = sort.removeprefix("-")
+            self.tabulator.sorters = (
+                [{"field": field, "dir": "desc" if sort.startswith("-") else "asc"}] if field in chosen else []
+            )
+        finally:
+            self._resetting = False
+        pages = max(1, -(-self.store.count_table(self.table) // PAGE_SIZE))
+        self._refresh(page=min(page, pages))
+
     # -- reactions --
 
     @param.depends("table", watch=True)
     def _table_changed(self) -> None:
+        if self._resetting:
+            return
         self._resetting = True
         try:
             self.tabulator.sorters = []
@@ -115,7 +199,9 @@ class BrowseView(pn.viewable.Viewer):
         self._all_columns = names
         resetting, self._resetting = self._resetting, True
         try:
-            self.column_picker.param.update(options={column_title(n): n for n in names}, value=list(names))
+            self.column_picker.param.update(
+                options={column_heading(self.table, n): n for n in names}, value=list(names)
+            )
         finally:
             self._resetting = resetting
 
@@ -157,7 +243,7 @@ class BrowseView(pn.viewable.Viewer):
                 numeric = [c for c in columns if rows and isinstance(rows[0].get(c), int | float)]
                 self.tabulator.param.update(
                     total_rows=total,
-                    titles={c: column_title(c) for c in columns},
+                    titles={c: column_heading(self.table, c) for c in columns},
                     text_align={c: ("right" if c in numeric else "left") for c in columns},
                     value=frame,
                 )
@@ -173,6 +259,12 @@ class BrowseView(pn.viewable.Viewer):
         rows_word = "row" if total == 1 else "rows"
         pages = max(1, -(-total // PAGE_SIZE))
         self.row_count.object = f"**{title}: {total:,} {rows_word}** · page {page:,} of {pages:,}"
+        # An empty table is a sentence, not a blank grid.
+        self.empty_message.param.update(
+            object=EMPTY_MESSAGES.get(self.table, f"{title} has no rows."), visible=total == 0
+        )
+        self.tabulator.visible = total > 0
+        self.url_state = self.to_params()
 
     # -- layout --
 
@@ -182,12 +274,28 @@ class BrowseView(pn.viewable.Viewer):
         )
         table_select.jslink(self.tabulator, value="loading")
         self.column_picker.jslink(self.tabulator, value="loading")
+        # "Age and income only" is None, then two picks (not 14 removals).
+        every = pn.widgets.Button(
+            label="All", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-all"]
+        )
+        none = pn.widgets.Button(
+            label="None", color="light", width=60, margin=(28, 5, 5, 5), css_classes=["columns-none"]
+        )
+        every.on_click(lambda _event: setattr(self.column_picker, "value", list(self._all_columns)))
+        none.on_click(lambda _event: setattr(self.column_picker, "value", []))
         return pn.Column(
-            pn.Row(table_select, self.column_picker, sizing_mode="stretch_width"),
+            pn.Row(
+                table_select,
+                self.column_picker,
+                every,
+                none,
+                sizing_mode="stretch_width",
+            ),
             self.row_count,
+            self.empty_message,
             self.tabulator,
             sizing_mode="stretch_width",
         )
 
 
-__all__ = ["BrowseView", "SQLTabulator", "display_frame", "display_value"]
+__all__ = ["BrowseView", "SQLTabulator", "column_heading", "display_frame", "display_value"]

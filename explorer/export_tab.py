@@ -61,12 +61,28 @@ def export_problem(fmt: str, rows: int) -> str | None:
 def export_filename(
     fmt: str, people_filter: PeopleFilter, columns: Sequence[str], rows: int, today: date | None = None
 ) -> str:
-    """'census-people_gender-female_age-30-90_3-columns_12345-rows_2026-11-28.csv'."""
+    """'census-people_gender-female-age-30-90_3-columns_12345-rows_2026-11-28.csv'.
+    A long filter keeps its first conditions whole and says how many more there are,
+    never cut in the middle of one."""
     who = people_filter.describe()
-    slug = "everyone" if who == "everyone" else re.sub(r"[^a-z0-9]+", "-", who.lower()).strip("-")
-    slug = slug[:80].strip("-")
+    slug = "everyone" if who == "everyone" else _filter_slug(who.split(" · "))
     cols = "all-columns" if list(columns) == list(PEOPLE_COLUMNS) else f"{len(columns)}-columns"
     return f"census-people_{slug}_{cols}_{rows}-rows_{(today or date.today()).isoformat()}.{FORMATS[fmt]}"
+
+
+FILTER_SLUG_MAX: Final = 150  # characters; file names stay far below the 255-byte limit
+
+
+def _filter_slug(conditions: Sequence[str]) -> str:
+    slugs = [re.sub(r"[^a-z0-9]+", "-", condition.lower()).strip("-") for condition in conditions]
+    kept: list[str] = []
+    for index, slug in enumerate(slugs):
+        rest = len(slugs) - index - 1
+        suffix = f"-and-{rest}-more-filters" if rest else ""
+        if kept and len("-".join([*kept, slug])) + len(suffix) > FILTER_SLUG_MAX:
+            return "-".join(kept) + f"-and-{len(slugs) - index}-more-filters"
+        kept.append(slug)
+    return "-".join(kept)
 
 
 def _json_value(value: Any) -> Any:
@@ -94,19 +110,19 @@ def write_export(
                 written += len(batch)
                 if progress:
                     progress(written)
-    elif fmt == "JSON":  # JSON lines: one object per person, streamable by any reader
+    elif fmt == "JSON":  # one JSON array of objects (what a .json reader expects), written batch by batch
         with open(path, "w", encoding="utf-8") as handle:
+            handle.write("[")
+            separator = "\n"
             for batch in batches:
-                handle.write(
-                    "".join(
-                        json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)}, ensure_ascii=False)
-                        + "\n"
-                        for row in batch
-                    )
-                )
+                for row in batch:
+                    record = {c: _json_value(v) for c, v in zip(columns, row, strict=True)}
+                    handle.write(separator + json.dumps(record, ensure_ascii=False))
+                    separator = ",\n"
                 written += len(batch)
                 if progress:
                     progress(written)
+            handle.write("\n]\n")
     elif fmt == "Parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -128,7 +144,7 @@ def write_export(
 
         workbook = Workbook(write_only=True)
         sheet = workbook.create_sheet("people")
-        sheet.append([column_title(c) for c in columns])
+        sheet.append(columns)  # the same headers as CSV, JSON and Parquet: the column names
         for batch in batches:
             if written + len(batch) > EXCEL_MAX_DATA_ROWS:
                 raise ExportTooLarge(f"more than {EXCEL_MAX_DATA_ROWS:,} rows do not fit in an Excel sheet")

@@ -153,15 +153,15 @@ class ImageExporter:
             plot.toolbar_location = None
         return model
 
-    def png_image(self, chart: Any) -> Image.Image:
+    def png_image(self, chart: Any, scale: int = 1) -> Image.Image:
         from bokeh.io.export import get_screenshot_as_png
 
         model = self.render(chart)
         with self._lock:
             try:
                 driver = self.driver()
-                with self._writable_home():
-                    return get_screenshot_as_png(model, driver=driver, timeout=15)
+                with self._writable_home(), device_scale(driver, scale):
+                    return get_screenshot_as_png(model, driver=driver, timeout=15, scale_factor=scale)
             except ImageExportError:
                 raise
             except Exception as error:
@@ -175,13 +175,28 @@ class ImageExporter:
             with contextlib.suppress(Exception):
                 driver.quit()
 
-    def png(self, chart: Any) -> bytes:
+    def png(self, chart: Any, scale: int = 1) -> bytes:
         buffer = io.BytesIO()
-        self.png_image(chart).save(buffer, format="PNG", optimize=False)
+        self.png_image(chart, scale).save(buffer, format="PNG", optimize=False)
         return buffer.getvalue()
 
-    def jpg(self, chart: Any, quality: int = 92) -> bytes:
-        return png_to_jpg(self.png(chart), quality)
+    def jpg(self, chart: Any, quality: int = 92, scale: int = 1) -> bytes:
+        return png_to_jpg(self.png(chart, scale), quality)
+
+
+@contextmanager
+def device_scale(driver: Any, scale: int) -> Iterator[None]:
+    """Render at `scale` device pixels per CSS pixel (a 2x image has twice the pixels
+    of the same layout, not a stretched copy); back to 1 afterwards."""
+    if scale == 1:
+        yield
+        return
+    metrics = {"width": 0, "height": 0, "deviceScaleFactor": scale, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        yield
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def export_png(chart: Any) -> bytes:
@@ -254,19 +269,24 @@ def download_buttons(view: VisualizeView) -> pn.Column:
     )
 
     def make(extension: str, button: pn.widgets.FileDownload) -> Any:
-        def callback() -> io.BytesIO | None:
+        def callback() -> io.BytesIO:
             result = view.result
             if result is None or result.chart is None:
                 status.param.update(
                     object="There is no chart to export: change the filters or the chart.", visible=True
                 )
-                return None
+                return io.BytesIO(b"")  # None makes Panel log a traceback
             button.filename = result.spec.filename(extension)
+            scale = int(getattr(view, "export_scale", 1) or 1)
             try:
-                data = exporter().png(result.chart) if extension == "png" else exporter().jpg(result.chart)
+                data = (
+                    exporter().png(result.chart, scale=scale)
+                    if extension == "png"
+                    else exporter().jpg(result.chart, scale=scale)
+                )
             except ImageExportError as error:
                 status.param.update(object=str(error), visible=True)
-                return None
+                return io.BytesIO(b"")
             status.visible = False
             return io.BytesIO(data)
 
@@ -283,7 +303,10 @@ def download_buttons(view: VisualizeView) -> pn.Column:
 
     def refresh_names(*_: Any) -> None:
         result = view.result
-        if result is not None and result.chart is not None:
+        has_chart = result is not None and result.chart is not None
+        # No chart, nothing to download: the buttons say so by being disabled.
+        png.disabled = jpg.disabled = not has_chart
+        if has_chart:
             png.filename = result.spec.filename("png")
             jpg.filename = result.spec.filename("jpg")
 

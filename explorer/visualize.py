@@ -3,7 +3,10 @@ query layer); pandas only shapes the few aggregated rows for HoloViews (Bokeh)."
 
 from __future__ import annotations
 
+import html
+import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
@@ -40,11 +43,18 @@ CHART_TYPES: Final[dict[str, str]] = {
     "line": "Line over age",
 }
 NEEDS_GROUP: Final = ("stacked", "grouped", "heatmap")
+# Stacking adds the groups' values: only counts and sums add up (a share or a
+# mean stacked by race reached ~390 %).
+ADDITIVE_MEASURES: Final = ("people", "population")
 COUNT_ONLY: Final = ("histogram", "box")  # drawn from exact value counts: the measure is people
 UNKNOWN_TEXT: Final = "Unknown"
+TITLE_SEPARATOR: Final = " — "  # between a chart's subject and whom it covers
+EXPORT_SCALES: Final[dict[str, int]] = {"1× (1000 × 560)": 1, "2× (2000 × 1120)": 2}
 HISTOGRAM_BINS: Final = 30
 SCREEN_HEIGHT: Final = 480
 EXPORT_SIZE: Final = (1000, 560)
+TITLE_PX: Final = 16  # exported title and subtitle font sizes
+SUBTITLE_PX: Final = 13
 
 
 def attribute_title(name: str | None) -> str:
@@ -94,6 +104,11 @@ class ChartSpec:
             return "Pick a group attribute different from the x axis."
         if self.measure not in MEASURES:
             return f"Unknown measure {self.measure!r}."
+        if self.kind == "stacked" and self.measure not in ADDITIVE_MEASURES:
+            return (
+                f"{measure_title(self.measure)} does not add up across groups, so it cannot be stacked: "
+                "choose a grouped bar, or Number of people or Population represented."
+            )
         return None
 
     def subject(self) -> str:
@@ -106,21 +121,27 @@ class ChartSpec:
         if self.kind in COUNT_ONLY:
             by = ""
         if self.group is not None:
-            by = (
-                f"{by} and {attribute_title(self.group).lower()}" if by else f"by {attribute_title(self.group).lower()}"
-            )
+            group = attribute_title(self.group).lower()
+            joined = f"{by} and {group}" if by else f"by {group}"
+            by = f"{by}, by {group}" if self.kind == "line" else joined
         return f"{what} {by}".strip()
+
+    def subtitle(self, people_filter: PeopleFilter, people: int | None = None) -> str:
+        """Who the chart covers: the filters and the number of people."""
+        who = people_filter.describe()
+        counted = f" ({people:,} people)" if people is not None else ""
+        return f"{'Everyone' if who == 'everyone' else who}{counted}"
 
     def title(self, people_filter: PeopleFilter, people: int | None = None) -> str:
         who = people_filter.describe()
         counted = f" ({people:,} people)" if people is not None else ""
-        return f"{self.subject()} — {'everyone' if who == 'everyone' else who}{counted}"
+        return f"{self.subject()}{TITLE_SEPARATOR}{'everyone' if who == 'everyone' else who}{counted}"
 
     def filename(self, extension: str, today: date | None = None) -> str:
-        parts = [CHART_TYPES[self.kind], measure_title(self.effective_measure), "by", attribute_title(self.x)]
-        if self.group:
-            parts += ["and", attribute_title(self.group)]
-        stem = "-".join(parts).lower()
+        """'census-box-plot-age-quartiles-by-race-2026-11-28.png': the chart type, then
+        what the title says (the measure only where the chart draws it)."""
+        kind = "line" if self.kind == "line" else CHART_TYPES[self.kind]
+        stem = f"{kind}-{self.subject()}".lower()
         safe = "".join(ch if ch.isalnum() else "-" for ch in stem)
         while "--" in safe:
             safe = safe.replace("--", "-")
@@ -369,12 +390,54 @@ def _box_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Overlay:
 
 
 def size_for_screen(chart: Any) -> Any:
-    return chart.opts(responsive=True, height=SCREEN_HEIGHT, clone=True)
+    """The page shows the title above the chart as text, where it wraps."""
+    return chart.opts(responsive=True, height=SCREEN_HEIGHT, title="", clone=True)
 
 
 def size_for_export(chart: Any) -> Any:
+    """Export size, with the title wrapped onto as many lines as it needs: the subject
+    first, then the filters and the number of people in a smaller subtitle."""
     width, height = EXPORT_SIZE
-    return chart.opts(responsive=False, width=width, height=height, toolbar=None, clone=True)
+    title = str(hv.Store.lookup_options("bokeh", chart, "plot").kwargs.get("title") or "")
+    return chart.opts(
+        responsive=False, width=width, height=height, toolbar=None, hooks=[wrapped_title_hook(title, width)], clone=True
+    )
+
+
+def title_lines(title: str, width: int) -> tuple[list[str], list[str]]:
+    """The title's subject and subtitle broken into lines that fit a `width`-pixel
+    export. Bokeh starts a title at the plot frame, right of the y axis, and a legend
+    or colour bar may take the right side: about `width` - 300 pixels are free, at
+    about 0.6 of the font size per character."""
+    free = max(300, width - 300)
+    subject, _, who = title.partition(TITLE_SEPARATOR)
+    subject_lines = textwrap.wrap(subject, max(20, int(free / (TITLE_PX * 0.62)))) or [""]
+    who = who[:1].upper() + who[1:]
+    who_lines = textwrap.wrap(who, max(20, int(free / (SUBTITLE_PX * 0.6))), break_on_hyphens=False) if who else []
+    return subject_lines, who_lines
+
+
+def wrapped_title_hook(title: str, width: int) -> Callable[[Any, Any], None]:
+    """Replace the one-line title (which Bokeh cuts at the edge) by wrapped lines."""
+
+    def hook(plot: Any, _element: Any) -> None:
+        from bokeh.models import Title
+
+        figure = plot.state
+        if not title or not hasattr(figure, "title"):
+            return
+        subject_lines, who_lines = title_lines(title, width)
+        lines = [(line, TITLE_PX, "bold") for line in subject_lines] + [
+            (line, SUBTITLE_PX, "normal") for line in who_lines
+        ]
+        first, size, style = lines[0]
+        figure.title = Title(text=first, text_font_size=f"{size}px", text_font_style=style)
+        # Bokeh stacks "above" annotations from the plot outwards, under the title:
+        # add the last line first.
+        for text, size, style in reversed(lines[1:]):
+            figure.add_layout(Title(text=text, text_font_size=f"{size}px", text_font_style=style), "above")
+
+    return hook
 
 
 # --------------------------------------------------------------------------- the tab
@@ -416,6 +479,7 @@ class VisualizeView(pn.viewable.Viewer):
         label="Group / colour by",
     )
     measure = param.Selector(default="people", objects={v: k for k, v in MEASURES.items()}, label="Measure")
+    export_scale = param.Selector(default=1, objects=EXPORT_SCALES, label="Image size")
     result = param.Parameter(default=None, doc="The last ChartResult (read by the image export).")
 
     def __init__(self, store: DataStore, filters: FilterPanel | None = None, **params: Any) -> None:
@@ -479,8 +543,18 @@ class VisualizeView(pn.viewable.Viewer):
                 sizing_mode="stretch_width",
                 css_classes=["chart-message"],
             )
-        return pn.pane.HoloViews(
-            size_for_screen(result.chart), sizing_mode="stretch_width", height=SCREEN_HEIGHT + 20, css_classes=["chart"]
+        # The title is page text above the chart (it wraps; a canvas title is cut off),
+        # and the chart's numbers follow as a table: the chart's text alternative.
+        return pn.Column(
+            pn.pane.HTML(chart_heading(result), sizing_mode="stretch_width", css_classes=["chart-heading"]),
+            pn.pane.HoloViews(
+                size_for_screen(result.chart),
+                sizing_mode="stretch_width",
+                height=SCREEN_HEIGHT + 20,
+                css_classes=["chart"],
+            ),
+            pn.pane.HTML(chart_text_alternative(result), sizing_mode="stretch_width", css_classes=["chart-data"]),
+            sizing_mode="stretch_width",
         )
 
     @param.depends("result")
@@ -493,12 +567,20 @@ class VisualizeView(pn.viewable.Viewer):
             text += " · histograms and box plots count people (the measure does not apply)"
         return pn.pane.Markdown(text, css_classes=["chart-note"], margin=(0, 10))
 
-    def controls(self) -> pn.Row:
-        self._controls = pn.Row(
+    def controls(self) -> pn.FlexBox:
+        measure = pn.widgets.Select.from_param(self.param.measure, width=260)
+
+        def measure_applies(*_: Any) -> None:
+            # Histograms and box plots count people: the measure does not apply.
+            measure.disabled = self.chart_type in COUNT_ONLY
+
+        self.param.watch(measure_applies, "chart_type")
+        measure_applies()
+        self._controls = pn.FlexBox(
             pn.widgets.Select.from_param(self.param.chart_type, width=170),
             pn.widgets.Select.from_param(self.param.x, width=170),
-            pn.widgets.Select.from_param(self.param.group, width=170),
-            pn.widgets.Select.from_param(self.param.measure, width=260),
+            NoneSelect.from_param(self.param.group, width=170),
+            measure,
             sizing_mode="stretch_width",
         )
         return self._controls
@@ -517,11 +599,62 @@ class VisualizeView(pn.viewable.Viewer):
             controls,
             self._chart_holder,
             self._note,
+            pn.widgets.RadioButtonGroup.from_param(
+                self.param.export_scale, color="light", css_classes=["export-scale"], width=340
+            ),
             download_buttons(self),
             sizing_mode="stretch_width",
+            css_classes=["chart-area"],
+            styles={"flex": "1 1 330px", "min-width": "0"},
         )
-        return pn.Row(
-            pn.Column(self.filters, width=300, css_classes=["visualize-filters"]),
+        # Side by side on a wide screen; on a phone the filters come first, above the chart.
+        return pn.FlexBox(
+            pn.Column(self.filters, width=300, css_classes=["visualize-filters"], styles={"flex": "0 1 300px"}),
             chart_area,
+            flex_wrap="wrap",
             sizing_mode="stretch_width",
         )
+
+
+class NoneSelect(pn.widgets.Select):
+    """A Select that shows the label of a `None` option on first render (Panel leaves
+    the browser's select blank when the initial value is None)."""
+
+    def _init_params(self) -> dict[str, Any]:
+        params = super()._init_params()
+        if self.value is None and None in self.values:
+            params["value"] = None
+        return params
+
+    def _process_param_change(self, params: dict[str, Any]) -> dict[str, Any]:
+        props = super()._process_param_change(params)
+        if "value" in params and params["value"] is None and None in self.values:
+            props["value"] = self.unicode_values[self.values.index(None)]
+        return props
+
+
+def chart_heading(result: ChartResult) -> str:
+    subtitle = result.spec.subtitle(result.people_filter, result.people)
+    return (
+        f'<h2 class="chart-title" style="font-size:1.1rem;margin:4px 0 2px">{html.escape(result.spec.subject())}</h2>'
+        f'<p class="chart-subtitle" style="margin:0;color:inherit;opacity:.85">{html.escape(subtitle)}</p>'
+    )
+
+
+def chart_text_alternative(result: ChartResult, max_rows: int = 200) -> str:
+    """The chart's numbers as an HTML table in a <details>: what a screen reader (or
+    anyone who wants the figures) reads instead of the canvas."""
+    data = result.data
+    if data is None:
+        return ""
+    frame = data.head(max_rows).copy()
+    frame.columns = [
+        measure_title(c) if c in MEASURES else attribute_title(c) if c in (*GROUP_COLUMNS, AGE_BAND) else c.title()
+        for c in frame.columns
+    ]
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:,.2f}", border=0, classes="chart-table")
+    more = f"<p>First {max_rows} of {len(data):,} rows.</p>" if len(data) > max_rows else ""
+    return (
+        f"<details><summary>Chart data as a table ({html.escape(result.spec.subject())})</summary>"
+        f"{table}{more}</details>"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,7 @@ def test_bar_chart_counts_follow_the_filters(store: DataStore, input_frame: pd.D
 def test_measures_match_pandas(store: DataStore, input_frame: pd.DataFrame) -> None:
     view = _visualize(store, workclass=[UNKNOWN_LABEL, "Private", "State-gov"])
     subset = frame_filter(input_frame, view.filters)
-    view.param.update(chart_type="stacked", x="workclass", group="gender", measure="mean_hours")
+    view.param.update(chart_type="grouped", x="workclass", group="gender", measure="mean_hours")
     got = view.result.data.set_index(["workclass", "gender"])["mean_hours"]
     expected = subset.fillna({"workclass": "Unknown"}).groupby(["workclass", "gender"])["hours_per_week"].mean()
     pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(), check_names=False, check_index_type=False)
@@ -329,13 +330,14 @@ def test_export_formats(store: DataStore, input_frame: pd.DataFrame, fmt: str) -
     subset = frame_filter(input_frame, view.filters)
     path = _download(view)
     if fmt == "JSON":
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows = json.loads(path.read_text())  # one JSON array, as a .json file should be
+        assert isinstance(rows, list)
         exported = pd.DataFrame(rows)
     elif fmt == "Parquet":
         exported = pd.read_parquet(path)
     else:
         exported = pd.read_excel(path)
-        exported.columns = list(PEOPLE_COLUMNS)
+    assert list(exported.columns) == list(PEOPLE_COLUMNS)  # the same headers in every format
     assert len(exported) == len(subset)
     assert exported["fnlwgt"].sum() == subset["fnlwgt"].sum()
     assert exported["workclass"].isna().sum() == subset["workclass"].isna().sum()
@@ -357,6 +359,24 @@ def test_export_guards_excel_size(store: DataStore, monkeypatch: pytest.MonkeyPa
 def test_export_filename_names_the_export() -> None:
     name = export_filename("Parquet", PeopleFilter(ranges={"age": (30, 40)}), ["age"], 12)
     assert name.startswith("census-people_age-30-40_1-columns_12-rows_") and name.endswith(".parquet")
+
+
+def test_export_filename_keeps_whole_filters() -> None:
+    countries = tuple(CATEGORIES["native_country"][:9])
+    wide = PeopleFilter(
+        categories={"gender": ("Female",), "native_country": countries, "race": ("White",), "relationship": ("Wife",)},
+        ranges={"age": (30, 40)},
+    )
+    name = export_filename("JSON", wide, ["age"], 12)
+    slug = name.removeprefix("census-people_").split("_")[0]
+    conditions = [re.sub(r"[^a-z0-9]+", "-", c.lower()).strip("-") for c in wide.describe().split(" · ")]
+    kept, _, more = slug.partition("-and-")
+    # Whole conditions from the start, then how many more there are: never cut mid-condition.
+    assert more and more.endswith("-more-filters"), slug
+    count = int(more.split("-")[0])
+    assert kept == "-".join(conditions[: len(conditions) - count]) and count >= 1
+    assert kept.startswith("gender-female-native-country-")
+    assert len(name) < 255 and name.endswith(".json")
 
 
 # --------------------------------------------------------------------------- app

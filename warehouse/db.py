@@ -22,7 +22,7 @@ def describe(url: str) -> str:
     except ArgumentError:
         return repr(url)
     if parsed.get_backend_name() == "sqlite":
-        return f"SQLite file {parsed.database}"
+        return f"SQLite file {(parsed.database or '').removeprefix('file:')}"
     return f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
@@ -46,7 +46,8 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise DatabaseUnavailable("the SQLite database must be a file, not in-memory")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if not parsed.query.get("uri"):  # a file: URI (e.g. ?mode=ro) names an existing file
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

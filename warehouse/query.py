@@ -636,7 +636,19 @@ def _readable_select(table_name: str) -> tuple[list[ColumnElement[Any]], FromCla
         alias = dimension.alias(f"{column.name}_dim")
         joined = joined.outerjoin(alias, column == alias.c.id)
         columns.append(alias.c.label.label(column.name.removesuffix("_id")))
+    people_key = _DIMENSION_KEYS.get(table_name)
+    if people_key is not None:
+        # A dimension table shows how many people each label covers: one grouped scan
+        # of `person`, outer-joined so that labels nobody has show 0.
+        key = PERSON.c[people_key]
+        counts = select(key.label("key"), func.count().label("people")).group_by(key).subquery(f"{table_name}_people")
+        joined = joined.outerjoin(counts, counts.c.key == table.c.id)
+        columns.append(func.coalesce(counts.c.people, 0).label("people"))
     return columns, joined
+
+
+# Dimension table name -> the `person` column that points at it.
+_DIMENSION_KEYS: Final[dict[str, str]] = {model.__tablename__: key for model, key in DIMENSIONS.values()}
 
 
 def table_columns(table_name: str) -> list[str]:

@@ -1,0 +1,471 @@
+"""Browser tests of the explorer's second pass (issue 15): each defect fixed and each
+capability, on a real `panel serve` driven by Playwright in Debian's Chromium.
+
+The accessibility check runs axe-core from the npm registry (`make axe` installs it
+into tests/.axe; nothing is downloaded while the tests run)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from explorer.readonly import missing_file_message, read_only_url
+from explorer.serve import serve_command, serve_environment
+from explorer.visualize import TITLE_SEPARATOR, ChartSpec, title_lines
+from tests import test_explorer_browser as first_suite
+from tests.postgres_server import free_port
+from tests.test_explorer_browser import ROOT, choose, control, eventually, headers
+from warehouse.db import make_engine
+
+pytestmark = pytest.mark.browser
+
+# The first browser suite's fixtures: a served explorer on the census file, Chromium, a page.
+server = first_suite.server
+browser = first_suite.browser
+page = first_suite.page
+
+AXE = ROOT / "tests" / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
+TODAY = date.today().isoformat()
+# A heatmap whose title (subject, six filters and a count) is far wider than the chart.
+LONG_TITLE_VIEW = (
+    "?tab=visualize&chart=heatmap&x=native_country&group=occupation&measure=people"
+    "&gender=Female&race=White&race=Black&workclass=Private&workclass=Self-emp-inc&workclass=Local-gov"
+    "&marital_status=Divorced&marital_status=Never-married&age_min=25&age_max=60&hours_min=20&hours_max=60"
+)
+
+
+def wait_for_chart(page) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_text("people match").wait_for()
+    page.locator(".chart-title").first.wait_for()
+
+
+def selected_text(select) -> str:  # type: ignore[no-untyped-def]
+    return select.evaluate("s => s.options[s.selectedIndex] ? s.options[s.selectedIndex].text : ''")
+
+
+def download(page, button_name: str, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    with page.expect_download(timeout=90_000) as info:
+        page.get_by_role("button", name=re.compile(button_name)).click()
+    target = tmp_path / info.value.suggested_filename
+    info.value.save_as(target)
+    return target
+
+
+# --------------------------------------------------------------------------- defects
+
+
+def test_browse_headings_people_counts_and_empty_table(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """Defects 1 and 11: id columns say whose id; a dimension shows its attribute's
+    name and how many people each label covers; an empty table says so."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?table=race")
+    page.get_by_text("Races: 5 rows").wait_for()
+    assert headers(page) == ["Race id", "Race", "People"]
+    cells = page.locator(".tabulator-row")
+    expect(cells).to_have_count(5)
+    shown = {}
+    for row in cells.all():
+        label = row.locator(".tabulator-cell[tabulator-field=label]").inner_text().strip()
+        shown[label] = int(row.locator(".tabulator-cell[tabulator-field=people]").inner_text().replace(",", ""))
+    assert shown == input_frame["race"].value_counts().to_dict()
+
+    control(page, "Table").select_option(label="Uploads")
+    page.get_by_text("Uploads: 1 row").wait_for()
+    eventually(lambda: headers(page)[:2] == ["Upload id", "Source name"], lambda: headers(page))
+
+    control(page, "Table").select_option(label="Rejected rows")
+    page.get_by_text("Rejected rows: 0 rows").wait_for()
+    expect(page.locator(".empty-table")).to_contain_text("No rejected rows")
+    expect(page.locator(".tabulator-row")).to_have_count(0)
+
+
+def test_browse_pager_in_view_columns_fill_and_labels_whole(server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    """Defect 11: on a 1280 x 720 window the pager shows without scrolling, the
+    columns fill the width, and no label is cut."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    try:
+        page.goto(server)
+        page.locator(".row-count", has_text="People (readable view)").wait_for()
+        pager = page.locator(".tabulator-paginator").first
+        pager.wait_for()
+        box = pager.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 720, box
+        assert page.evaluate("window.scrollY") == 0
+        cut = page.evaluate(
+            """() => {
+              const found = [];
+              const visit = (root) => {
+                for (const el of root.querySelectorAll('*')) {
+                  if (el.shadowRoot) visit(el.shadowRoot);
+                  if (el.classList && el.classList.contains('tabulator-cell') && el.scrollWidth > el.clientWidth + 1)
+                    found.push(el.textContent);
+                }
+              };
+              visit(document);
+              return found;
+            }"""
+        )
+        assert cut == [], cut
+        page.goto(f"{server}?table=gender")
+        page.get_by_text("Genders: 2 rows").wait_for()
+        table = page.locator(".tabulator").first.bounding_box()
+        last = page.locator(".tabulator-col").last.bounding_box()
+        assert table and last and abs((last["x"] + last["width"]) - (table["x"] + table["width"])) < 4, (table, last)
+    finally:
+        context.close()
+
+
+def test_long_title_wraps_on_screen_and_in_the_exported_image(server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Defect 2: the whole title shows on screen (subject, then the filters and the
+    count in a subtitle that wraps) and in the PNG, on several lines inside the image."""
+    import numpy as np
+    from PIL import Image
+
+    page.goto(server + LONG_TITLE_VIEW)
+    wait_for_chart(page)
+    subject = page.locator(".chart-title").first.inner_text()
+    subtitle = page.locator(".chart-subtitle").first.inner_text()
+    assert subject == "Number of people by native country and occupation"
+    for part in ("Gender: Female", "Work class: Private, Self-emp-inc, Local-gov", "Hours per week 20–60", "people)"):
+        assert part in subtitle, subtitle
+    overflow = page.locator(".chart-subtitle").first.evaluate("el => el.scrollWidth - el.clientWidth")
+    assert overflow <= 1
+
+    png = download(page, "Download PNG", tmp_path)
+    image = np.asarray(Image.open(png).convert("L"))
+    band = image[:78]  # above the plot frame: the title's three lines at this size
+    dark_rows = (band < 110).any(axis=1)
+    lines = int(np.count_nonzero(dark_rows[1:] & ~dark_rows[:-1]) + dark_rows[0])
+    assert lines >= 3, lines
+    assert not (band[:, -8:] < 110).any(), "the title runs into the image's right edge"
+
+    # The lines drawn are the whole title, word for word.
+    full = subject + TITLE_SEPARATOR + subtitle[0].lower() + subtitle[1:]
+    subject_lines, who_lines = title_lines(full, 1000)
+    assert " ".join(subject_lines) == subject and " ".join(who_lines) == subtitle
+
+
+def test_stacked_bars_refuse_measures_that_do_not_add_up(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Defects 3 and 8: a share stacked by race is refused in words; with no chart the
+    download buttons are disabled."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=stacked&x=education&group=race&measure=share_over_50k")
+    expect(page.locator(".chart-message")).to_contain_text("cannot be stacked")
+    expect(page.get_by_role("button", name="Download PNG")).to_be_disabled()
+    expect(page.get_by_role("button", name="Download JPG")).to_be_disabled()
+    control(page, "Measure").select_option(label="Population represented (sum of fnlwgt)")
+    wait_for_chart(page)
+    expect(page.get_by_role("button", name="Download PNG")).to_be_enabled()
+
+
+def test_back_and_forward_restore_the_page(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Defect 4: Back changes the page, not only the URL."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize")
+    wait_for_chart(page)
+    control(page, "Measure").select_option(label="Mean age")
+    expect(page).to_have_url(re.compile(r"measure=mean_age"))
+    expect(page.locator(".chart-title").first).to_have_text("Mean age by education")
+    page.go_back()
+    expect(page).not_to_have_url(re.compile(r"measure=mean_age"))
+    expect(page.locator(".chart-title").first).to_have_text("Number of people by education")
+    assert selected_text(control(page, "Measure")) == "Number of people"
+    page.go_forward()
+    expect(page.locator(".chart-title").first).to_have_text("Mean age by education")
+    assert selected_text(control(page, "Measure")) == "Mean age"
+
+
+def test_quick_slider_key_presses_are_not_lost(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Defect 5: 30 quick presses move the handle 30 steps, whatever the server answers meanwhile."""
+    from playwright.sync_api import expect
+
+    for _trial in range(2):
+        page.goto(f"{server}?tab=visualize")
+        wait_for_chart(page)
+        handle = page.locator(".noUi-handle-upper").first
+        handle.focus()
+        for _ in range(30):
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_timeout(25)
+        expect(page).to_have_url(re.compile(r"age_max=70(&|$)"))
+        page.wait_for_timeout(1500)  # any late answer from the server has arrived
+        assert float(handle.get_attribute("aria-valuenow") or 0) == 70
+
+
+def test_group_select_and_placeholder(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Defect 6: Group shows "(none)" on first load; "Everyone" hides once a value is chosen."""
+    page.goto(f"{server}?tab=visualize")
+    wait_for_chart(page)
+    assert selected_text(control(page, "Group / colour by")) == "(none)"
+    choose(page, "Gender", "Female")
+    page.get_by_text("Gender: Female").first.wait_for()
+
+    def placeholder_colour(label: str) -> str:
+        box = control(page, label, "input[type=search]")
+        return box.evaluate("el => getComputedStyle(el, '::placeholder').color")
+
+    eventually(lambda: placeholder_colour("Gender") == "rgba(0, 0, 0, 0)", lambda: placeholder_colour("Gender"))
+    assert placeholder_colour("Race") != "rgba(0, 0, 0, 0)"
+
+
+def test_measure_disabled_where_it_does_not_apply_and_file_names(server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Defect 9: no Measure for histograms and box plots; file names say what the chart shows."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=box&x=age&group=race")
+    wait_for_chart(page)
+    expect(control(page, "Measure")).to_be_disabled()
+    name = download(page, "Download PNG", tmp_path).name
+    assert name == f"census-box-plot-age-quartiles-by-race-{TODAY}.png"
+    control(page, "Chart type").select_option(label="Line over age")
+    expect(control(page, "Measure")).to_be_enabled()
+    control(page, "Measure").select_option(label="Mean hours per week")
+    expect(page.locator(".chart-title").first).to_have_text("Mean hours per week over age, by race")
+    name = download(page, "Download JPG", tmp_path).name
+    assert name == f"census-line-mean-hours-per-week-over-age-by-race-{TODAY}.jpg"
+    assert ChartSpec("line", "age", None, "mean_age").filename("png").count("age") == 2  # mean age, over age
+
+
+def test_export_formats_agree(server: str, page, input_frame: pd.DataFrame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Defect 10: JSON is one array in a .json file; every format has the same headers;
+    a long filter stays whole in the file name."""
+    from openpyxl import load_workbook
+
+    countries = "&".join(f"native_country={c}" for c in ("Cuba", "Jamaica", "India", "Mexico", "Canada", "England"))
+    page.goto(
+        f"{server}?tab=export&gender=Female&{countries}&marital_status=Never-married&relationship=Own-child&age_max=30"
+    )
+    page.get_by_text("will be exported").wait_for()
+    csv_path = download(page, "Download CSV", tmp_path)
+    page.locator(".bk-btn", has_text="JSON").click()
+    json_path = download(page, "Download JSON", tmp_path)
+    page.locator(".bk-btn", has_text="Excel").click()
+    excel_path = download(page, "Download Excel", tmp_path)
+
+    csv = pd.read_csv(csv_path)
+    rows = json.loads(json_path.read_text())
+    assert json_path.suffix == ".json" and isinstance(rows, list) and len(rows) == len(csv) > 0
+    sheet = load_workbook(excel_path, read_only=True).active
+    excel_headers = [cell.value for cell in next(sheet.iter_rows(max_row=1))]
+    assert list(rows[0]) == list(csv.columns) == excel_headers
+    expected = input_frame[
+        (input_frame["gender"] == "Female")
+        & input_frame["native_country"].isin(["Cuba", "Jamaica", "India", "Mexico", "Canada", "England"])
+        & (input_frame["marital_status"] == "Never-married")
+        & (input_frame["relationship"] == "Own-child")
+        & (input_frame["age"] <= 30)
+    ]
+    assert len(csv) == len(expected)
+    stem = csv_path.name.removeprefix("census-people_").split("_")[0]
+    # 120 characters of filter, kept whole (the old names were cut at 80, mid-filter).
+    assert stem == (
+        "gender-female-marital-status-never-married-relationship-own-child"
+        "-native-country-cuba-jamaica-india-mexico-canada-england-age-30"
+    ), stem
+
+
+def test_browse_state_lives_in_the_url(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Browse's table, columns, sort and page are in the URL, and a link restores them."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.locator(".row-count", has_text="People (readable view)").wait_for()
+    for title in ("Person id", "Work class", "Census weight (fnlwgt)", "Education"):
+        page.get_by_role("button", name=f"Remove item: '{title}'", exact=True).click()
+    expect(page).to_have_url(re.compile(r"columns=age%2Ceducation_num%2C"))
+    page.locator(".tabulator-col", has_text="Age").first.click()
+    expect(page).to_have_url(re.compile(r"sort=age"))
+    page.locator("button.tabulator-page[data-page=next]").click()
+    expect(page).to_have_url(re.compile(r"page=2"))
+    link = page.url
+
+    def first_row() -> list[tuple[str | None, str]]:
+        cells = page.locator(".tabulator-row").first.locator(".tabulator-cell").all()
+        return [(c.get_attribute("tabulator-field"), c.inner_text()) for c in cells if c.is_visible()]
+
+    shown = first_row()
+    assert shown[0] == ("age", "17"), shown  # sorted by age, page 2: still the youngest
+    page.goto(link)
+    page.get_by_text("· page 2 of").wait_for()
+    assert headers(page)[0] == "Age" and "Person id" not in headers(page)
+    eventually(lambda: first_row() == shown, first_row)
+
+
+def test_column_picker_none_then_two_picks(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Age and income only: None, then two picks (it took 14 removals)."""
+    page.goto(server)
+    page.locator(".row-count", has_text="People (readable view)").wait_for()
+    page.get_by_role("button", name="None", exact=True).click()
+    choose(page, "Columns (empty = all)", "Age")
+    choose(page, "Columns (empty = all)", "Income")
+    eventually(lambda: headers(page) == ["Age", "Income"], lambda: headers(page))
+    page.get_by_role("button", name="All", exact=True).click()
+    eventually(lambda: len(headers(page)) == 16, lambda: headers(page))
+
+
+def test_console_has_no_choices_warnings(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Defect 12: no Choices.js allowHTML deprecation warnings in a session over all tabs."""
+    messages: list[str] = []
+    page.on("console", lambda message: messages.append(message.text))
+    page.goto(server)
+    page.locator(".row-count", has_text="People (readable view)").wait_for()
+    page.get_by_role("tab", name="Visualize").click()
+    wait_for_chart(page)
+    choose(page, "Gender", "Female")  # a tab shown after the first is usable (not left inert)
+    page.get_by_text("Gender: Female").first.wait_for()
+    page.get_by_role("tab", name="Export").click()
+    page.get_by_text("will be exported").wait_for()
+    assert not [m for m in messages if "allowHTML" in m]
+
+
+def test_missing_sqlite_file_is_reported_not_created(tmp_path: Path, browser) -> None:  # type: ignore[no-untyped-def]
+    """Defect 7: a missing file gets a clear banner and is not created; the explorer
+    opens an existing file read-only."""
+    missing = tmp_path / "nowhere" / "census.db"
+    port = free_port()
+    env = serve_environment(DATABASE_URL=f"sqlite:///{missing}", EXPLORER_WARM_BROWSER="0")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            serve_command(port, address="127.0.0.1"), env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30):
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.3)
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/app")
+        message = page.get_by_text(re.compile("does not exist"))
+        message.wait_for()
+        assert str(missing) in message.inner_text()
+        assert page.get_by_text(re.compile("holds no people")).count() == 0
+        context.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert not missing.exists() and not missing.parent.exists()
+    assert "Traceback" not in log.read_text()
+
+
+def test_explorer_engine_is_read_only(sqlite_census_url: str, tmp_path: Path) -> None:
+    engine = make_engine(read_only_url(sqlite_census_url))
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM person")).scalar() > 0
+            with pytest.raises(OperationalError, match="readonly"):
+                connection.execute(text("DELETE FROM gender"))
+    finally:
+        engine.dispose()
+    assert missing_file_message(f"sqlite:///{tmp_path / 'no.db'}", "load it") is not None
+    assert missing_file_message(sqlite_census_url, "load it") is None
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+def test_dark_theme_switch(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    def background() -> list[int]:
+        colour = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        return [int(v) for v in re.findall(r"\d+", colour)[:3]]
+
+    page.goto(f"{server}?tab=visualize")
+    wait_for_chart(page)
+    assert sum(background()) > 600  # light
+    page.get_by_role("button", name="Dark theme").click()
+    expect(page).to_have_url(re.compile(r"theme=dark"))
+    wait_for_chart(page)
+    assert sum(background()) < 200, background()
+    page.get_by_role("tab", name="Browse").click()
+    expect(page).to_have_url(re.compile(r"tab=browse.*theme=dark|theme=dark.*tab=browse"))
+    page.get_by_role("button", name="Light theme").click()
+    expect(page).not_to_have_url(re.compile(r"theme=dark"))
+
+
+def test_phone_width_has_no_horizontal_scroll(server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    try:
+        page.goto(f"{server}?tab=visualize&chart=grouped&x=race&group=gender")
+        wait_for_chart(page)
+        page.wait_for_timeout(800)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        for selector in (".chart-title", "canvas", ".download-png", ".visualize-filters"):
+            box = page.locator(selector).first.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 391, (selector, box)
+    finally:
+        context.close()
+
+
+def test_aria_roles_labels_text_alternative_and_focus(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&x=race")
+    wait_for_chart(page)
+    tabs = page.get_by_role("tab")
+    expect(tabs).to_have_count(3)
+    expect(page.get_by_role("tab", name="Visualize")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tablist")).to_have_count(1)
+    expect(page.get_by_role("slider", name="Age minimum")).to_have_count(1)
+    expect(page.get_by_role("slider", name="Age maximum")).to_have_count(1)
+    # The chart's numbers as a table: one row per bar.
+    page.locator(".chart-data summary").click()
+    expect(page.locator(".chart-data table tbody tr")).to_have_count(5)
+    # Keyboard: focus shows, and arrows move between tabs.
+    page.get_by_role("tab", name="Visualize").focus()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("tab", name="Browse")).to_have_attribute("aria-selected", "true")
+    outline = page.get_by_role("tab", name="Browse").evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline != "none"
+
+
+@pytest.mark.parametrize("query", ["?tab=browse", "?tab=visualize", "?tab=export", "?tab=visualize&theme=dark"])
+def test_axe_finds_no_serious_problems(server: str, page, query: str) -> None:  # type: ignore[no-untyped-def]
+    assert AXE.exists(), f"axe-core is missing: run `make axe` (npm install into {AXE.parents[2]})"
+    page.goto(server + query)
+    if "browse" in query:
+        page.locator(".tabulator-row").first.wait_for()
+    elif "visualize" in query:
+        wait_for_chart(page)
+    else:
+        page.get_by_text("will be exported").wait_for()
+    page.wait_for_timeout(500)
+    page.add_script_tag(content=AXE.read_text())
+    violations = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+              .filter(v => v.impact === 'serious' || v.impact === 'critical')
+              .map(v => `${v.id} (${v.impact}): ${v.nodes.length} x ${v.nodes[0].target.join(' ')}`)"""
+    )
+    assert violations == []
+
+
+def test_double_size_image_export(server: str, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    page.goto(f"{server}?tab=visualize")
+    wait_for_chart(page)
+    page.locator(".export-scale .bk-btn", has_text="2×").click()
+    png = download(page, "Download PNG", tmp_path)
+    assert Image.open(io.BytesIO(png.read_bytes())).size == (2000, 1120)
