@@ -18,6 +18,7 @@ import csv
 import gc
 import hashlib
 import io
+import re
 import shutil
 import sqlite3
 import sys
@@ -111,10 +112,13 @@ class UploadResult:
     first_rejections: list[tuple[int, str]] = field(default_factory=list)
 
 
+_SPACED_COMMA = re.compile(r"\s*,\s*")
+
+
 class RowDigest:
     """What "the same data" means: the sha256 of the rows as cleaned, in file order
     (every value after trimming, missing markers, income spelling and label
-    lookup), followed by the rejected rows' text. A copy re-saved with CRLF,
+    lookup), followed by the rejected rows' text with its fields trimmed. A copy re-saved with CRLF,
     other spacing after commas, a BOM or compression has the same digest; any
     changed value changes it. Rows are hashed row-major, so the chunk size does
     not matter."""
@@ -129,7 +133,8 @@ class RowDigest:
             matrix = np.array(clean.columns[1:], dtype=np.float64)
             self._rows.update(np.ascontiguousarray(matrix.T).tobytes())
         for _, raw, _ in sorted(clean.rejected):
-            self._rejected.update(raw.strip().encode("utf-8", "surrogatepass") + b"\n")
+            normal = _SPACED_COMMA.sub(",", raw.strip())  # fields trimmed, as the cleaner does
+            self._rejected.update(normal.encode("utf-8", "surrogatepass") + b"\n")
 
     def hexdigest(self) -> str:
         return hashlib.sha256(self._rows.digest() + self._rejected.digest()).hexdigest()
@@ -768,6 +773,18 @@ def failure(error: BaseException, source: Path, where: str) -> tuple[int, str]:
     return EXIT_UNUSABLE, f"error: unexpected {type(error).__name__}: {shorten(_first_line(error), 300)}; {nothing}"
 
 
+def _server_state(engine: Engine) -> str:
+    """Why the server dropped the upload's connection: libpq loses the server's
+    last words when it is sending COPY data, so ask the server again."""
+    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as error:
+        return f"the server now says: {_first_line(error.orig or error)}"
+    return "the server is up: it ended this session (pg_terminate_backend, a restart or a crash)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loaders.upload", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -800,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
 
     url = resolve_database_url(args.db, args.url)
     where = describe(url)
+    engine: Engine | None = None
     try:
         if not args.source.exists():
             raise SourceError("no such file")
@@ -819,6 +837,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (Exception, KeyboardInterrupt) as error:
         status, message = failure(error, args.source, where)
+        if engine is not None and "server closed the connection" in message:
+            message = message.replace("; nothing was loaded", f" ({_server_state(engine)}); nothing was loaded")
         print(message, file=sys.stderr)
         return status
     print(_summary(result, args.source, where))
