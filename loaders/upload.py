@@ -64,9 +64,9 @@ DEFAULT_WAIT_S = 600.0
 # A rejected row's raw text is kept up to this many characters (its length is noted).
 RAW_TEXT_CHARS = 10_000
 # Bytes a SQLite database grows by per person loaded (table and indexes),
-# measured on the 48,842-row input; the free-space check needs twice it (the
+# measured on the 48,842-row input (5.0 MB); the free-space check needs twice it (the
 # write-ahead log holds every new page until it is copied into the file).
-SQLITE_BYTES_PER_ROW = 80
+SQLITE_BYTES_PER_ROW = 100
 # Input bytes per record, to estimate rows from a file's size (the input's
 # lines average 108 bytes; compressed files are assumed to shrink 5x).
 BYTES_PER_RECORD = 100
