@@ -205,3 +205,36 @@ def test_a_server_shutting_down_midway_is_named(tmp_path: Path, large_files: tup
     assert status == 2, err
     assert "server closed the connection unexpectedly (the server now says:" in err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.postgres
+def test_the_postgres_swap_keeps_indexes_views_and_grants(tmp_path: Path, postgres_engine: Engine) -> None:
+    """The staging table gets what the live one had, read from the catalog: an index
+    and a view made by hand, and a read-only role's privileges (the Docker set-up's
+    census_reader), survive a --replace."""
+    upload(postgres_engine, _write(tmp_path, f"{HEADER}\n{GOOD}\n", "old.csv"), progress=False)
+    with postgres_engine.begin() as connection:
+        connection.execute(text("CREATE INDEX ix_person_by_hand ON person (fnlwgt)"))
+        connection.execute(text("CREATE VIEW older_people AS SELECT id, age FROM person WHERE age >= 60"))
+        connection.execute(text("DROP ROLE IF EXISTS swap_reader"))
+        connection.execute(text("CREATE ROLE swap_reader"))
+        connection.execute(text("GRANT SELECT ON person, people, older_people TO swap_reader"))
+    new = _write(tmp_path, f"{HEADER}\n{GOOD}\n{GOOD.replace('39,', '61,', 1)}\n", "new.csv")
+    assert upload(postgres_engine, new, replace=True, progress=False).rows_loaded == 2
+    with postgres_engine.connect() as connection:
+        indexes = set(connection.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = 'person'")))
+        assert {"pk_person", "ix_person_by_hand", "ix_person_age", "ix_person_gender_id_age"} <= indexes
+        assert not any("staging" in name for name in indexes)
+        assert connection.scalar(text("SELECT count(*) FROM older_people")) == 1
+        foreign_keys = connection.scalar(
+            text("SELECT count(*) FROM pg_constraint WHERE conrelid = 'person'::regclass AND contype = 'f'")
+        )
+        assert foreign_keys == len(Person.__table__.foreign_key_constraints)
+        for table in ("person", "people", "older_people"):
+            assert connection.scalar(text(f"SELECT has_table_privilege('swap_reader', '{table}', 'SELECT')"))
+        connection.execute(text("SET ROLE swap_reader"))
+        assert connection.scalar(select(func.count()).select_from(people)) == 2
+        connection.rollback()
+    with postgres_engine.begin() as connection:
+        connection.execute(text("DROP OWNED BY swap_reader"))
+        connection.execute(text("DROP ROLE swap_reader"))
