@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,44 @@ def test_ctrl_c_is_exit_130_and_rolls_back(tmp_path: Path) -> None:
     assert status == 130, err
     assert err == "error: interrupted; nothing was loaded\n"
     assert _state(url) == before
+
+
+def test_permission_denied_is_exit_2(tmp_path: Path) -> None:
+    """Point 4: permission denied (as a non-root user) printed a traceback with exit 1."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("runs the upload as the user nobody, which needs root")
+    folder = Path(tempfile.mkdtemp(prefix="census-perm-"))  # outside pytest's root-only tmp
+    try:
+        folder.chmod(0o755)
+        readable = _write(folder, "\n".join([HEADER, GOOD]) + "\n", "ok.csv")
+        readable.chmod(0o644)
+        secret = _write(folder, "\n".join([HEADER, GOOD]) + "\n", "secret.csv")
+        secret.chmod(0o600)
+        writable = folder / "writable"
+        writable.mkdir(mode=0o777)
+        writable.chmod(0o777)
+        read_only = folder / "read_only"
+        read_only.mkdir()
+        assert _cli(readable, "--url", sqlite_url(read_only / "census.db")).returncode == 0
+        read_only.chmod(0o755)
+        for file in read_only.iterdir():
+            file.chmod(0o644)
+        before = _state(sqlite_url(read_only / "census.db"))
+
+        def as_nobody(source: Path, url: str) -> subprocess.CompletedProcess[str]:
+            command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+            command += [sys.executable, "-m", "loaders.upload", str(source), "--url", url]
+            env = {"PATH": "/usr/bin:/bin", "DATABASE_CONNECT_TIMEOUT": "60"}
+            return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+
+        done = as_nobody(secret, sqlite_url(writable / "census.db"))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"error: {secret}: Permission denied; nothing was loaded\n"
+        started = time.monotonic()
+        done = as_nobody(readable, sqlite_url(read_only / "census.db"))
+        assert done.returncode == 2, done.stderr
+        assert "readonly database" in done.stderr and "Traceback" not in done.stderr
+        assert time.monotonic() - started < 30  # at once, not after DATABASE_CONNECT_TIMEOUT
+        assert _state(sqlite_url(read_only / "census.db")) == before
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
