@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,20 +25,27 @@ from warehouse.db import make_engine
 from warehouse.models import Load, Person
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MB tmpfs: a real file system that fills up (needs root, as in CI)."""
-    mount_point = tmp_path / "small_disk"
+@contextmanager
+def _tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs: a real file system that fills up (needs root, as in CI)."""
     mount_point.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "small_disk", "3m") as mount_point:
+        yield mount_point
 
 
 def _state(url: str) -> tuple[int, list[tuple[str, str]]]:
@@ -77,6 +85,24 @@ def test_a_full_disk_is_exit_2_and_leaves_the_database_intact(small_disk: Path, 
     assert _state(moved) == before
     assert _cli(big, "--url", moved).returncode == 0
     assert _state(moved)[0] == before[0] + 60_000
+
+
+def test_a_disk_too_small_for_the_final_copy_says_so(tmp_path: Path) -> None:
+    """Point 10: when the write-ahead log could not be copied into the database file
+    after the commit, the upload exited 0 and left the log behind without a word."""
+    big = write_synthetic(60_000, tmp_path / "big.csv")
+    first = _write(tmp_path, "\n".join([HEADER, GOOD, GOOD_2]) + "\n", "first.csv")
+    # 9 MB: room for the log (about 6 MB here) but not for the file to grow by as much.
+    with _tmpfs(tmp_path / "disk", "9m") as disk:
+        url = sqlite_url(disk / "census.db")
+        assert _cli(first, "--url", url).returncode == 0
+        done = _cli(big, "--skip-space-check", "--url", url)
+        assert done.returncode == 2, done.stdout
+        assert "the upload was committed, but its write-ahead log could not be copied" in done.stderr
+        assert "database or disk is full" in done.stderr and done.stderr.count("\n") == 1
+        # Committed indeed: the rows are there (read through the log).
+        people, loads = _state(url)
+    assert people == 60_002 and [status for _, status in loads] == ["loaded", "loaded"]
 
 
 def test_ctrl_c_is_exit_130_and_rolls_back(tmp_path: Path) -> None:
