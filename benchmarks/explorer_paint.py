@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
+from devtools.servers import ServerProcess, free_port
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
-from tests.postgres_server import free_port
 from warehouse.config import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,18 +69,6 @@ async ([key]) => {
 """
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=30):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"panel serve did not start (exit {process.poll()})") from None
-            time.sleep(0.2)
-
-
 def summary(name: str, values_ms: list[float], target_ms: float) -> str:
     median, worst = statistics.median(values_ms), max(values_ms)
     verdict = "OK  " if median <= target_ms else "SLOW"
@@ -104,48 +90,39 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     env = serve_environment(DATABASE_URL=url, EXPLORER_WARM_BROWSER="0")
-    log = open(os.devnull, "wb")  # noqa: SIM115 - closed in finally
-    process = subprocess.Popen(serve_command(port, address="127.0.0.1"), env=env, stdout=log, stderr=log, cwd=ROOT)
     page_url = f"http://127.0.0.1:{port}/app"
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", process)
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=list(HEADLESS_CHROMIUM_ARGS)
-            )
-            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(page_url)  # first visit: imports, snapshot warm-up
-            page.locator(".row-count").wait_for()
-            time.sleep(3)
+    server = ServerProcess(serve_command(port, address="127.0.0.1"), port, env=env, start_timeout_s=120)
+    with server, sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=list(HEADLESS_CHROMIUM_ARGS))
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(page_url)  # first visit: imports, snapshot warm-up
+        page.locator(".row-count").wait_for()
+        time.sleep(3)
 
-            usable: list[float] = []
-            for _ in range(3):
-                started = time.perf_counter()
-                page.goto(f"{page_url}?tab=visualize")
-                page.locator(".chart-subtitle").first.wait_for()
-                usable.append((time.perf_counter() - started) * 1000)
+        usable: list[float] = []
+        for _ in range(3):
+            started = time.perf_counter()
+            page.goto(f"{page_url}?tab=visualize")
+            page.locator(".chart-subtitle").first.wait_for()
+            usable.append((time.perf_counter() - started) * 1000)
 
-            changes = [
-                float(page.evaluate(MEASURE_CHANGE, ["ArrowLeft" if i % 2 == 0 else "ArrowRight"]))
-                for i in range(args.changes)
-            ]
+        changes = [
+            float(page.evaluate(MEASURE_CHANGE, ["ArrowLeft" if i % 2 == 0 else "ArrowRight"]))
+            for i in range(args.changes)
+        ]
 
-            switches: list[float] = []
-            for name, shown in [
-                ("Browse", ".row-count"),
-                ("Export", ".export-count"),
-                ("Visualize", ".chart-subtitle"),
-            ] * 3:
-                started = time.perf_counter()
-                page.get_by_role("tab", name=name).click()
-                page.locator(shown).first.wait_for(state="visible")
-                switches.append((time.perf_counter() - started) * 1000)
-            chromium.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        switches: list[float] = []
+        for name, shown in [
+            ("Browse", ".row-count"),
+            ("Export", ".export-count"),
+            ("Visualize", ".chart-subtitle"),
+        ] * 3:
+            started = time.perf_counter()
+            page.get_by_role("tab", name=name).click()
+            page.locator(shown).first.wait_for(state="visible")
+            switches.append((time.perf_counter() - started) * 1000)
+        chromium.close()
 
     load = os.getloadavg()
     print(f"database: {url}")

@@ -23,6 +23,11 @@ from warehouse.domain import (
 
 # Markers of a missing value in the source.
 MISSING_MARKERS = ("?", "")
+# No census value is longer than 26 characters; anything past this cap is not a
+# census value (and a megabyte-long field must not reach the database or a message).
+MAX_FIELD_CHARS = 100
+# How much of an offending value a reason quotes.
+SHOWN_VALUE_CHARS = 40
 # The income label's spellings: the original test part adds a trailing dot.
 INCOME_SPELLINGS = {"<=50K": "<=50K", ">50K": ">50K", "<=50K.": "<=50K", ">50K.": ">50K"}
 
@@ -87,6 +92,7 @@ class Cleaner:
         """`columns[i]` holds the values of INPUT_COLUMNS[i], one per record."""
         problems: dict[int, list[str]] = {}
         values: dict[str, list[object]] = {}
+        _check_lines(raw_lines, problems)
         for column in NUMERIC_COLUMNS:
             values[column] = self._numbers(column, columns[_POSITION[column]], problems)
         for column in self._lookups:
@@ -111,8 +117,13 @@ class Cleaner:
     @staticmethod
     def _numbers(column: str, raw: Sequence[str], problems: dict[int, list[str]]) -> list[object]:
         low, high = RANGES[column]
+        joined = "".join(raw)
         try:
-            # Fast path, all in C: int() also tolerates surrounding spaces.
+            # Fast path, all in C. int() also takes '3_9' and non-ASCII digits such
+            # as '٣٩' or '３９'; a census number is ASCII digits with an optional sign
+            # (and spaces around), so those go the checked path.
+            if not joined.isascii() or "_" in joined:
+                raise ValueError
             parsed: list[object] = list(map(int, raw))
             if not parsed or (low <= min(parsed) and max(parsed) <= high):  # type: ignore[type-var]
                 return parsed
@@ -120,7 +131,9 @@ class Cleaner:
             parsed = [_parse_int(value) for value in raw]
         for index, number in enumerate(parsed):
             if number is _INVALID or not low <= number <= high:  # type: ignore[operator]
-                problems.setdefault(index, []).append(_number_reason(column, raw[index].strip(), low, high))
+                value = raw[index]
+                reason = _too_long(column, value) or _number_reason(column, value.strip(), low, high)
+                problems.setdefault(index, []).append(reason)
         return parsed
 
     def _labels(self, column: str, raw: Sequence[str], problems: dict[int, list[str]]) -> list[object]:
@@ -132,10 +145,12 @@ class Cleaner:
         ids: list[object] = list(map(lookup.get, raw, repeat(_INVALID)))
         for index, key in enumerate(ids):
             if key is _INVALID:
-                stripped = raw[index].strip()
-                key = lookup.get(stripped, _INVALID)  # trailing spaces are fine
+                value = raw[index]
+                too_long = _too_long(column, value)
+                stripped = value.strip()
+                key = _INVALID if too_long else lookup.get(stripped, _INVALID)  # trailing spaces are fine
                 if key is _INVALID:
-                    problems.setdefault(index, []).append(_category_reason(column, stripped))
+                    problems.setdefault(index, []).append(too_long or _category_reason(column, stripped))
                 else:
                     ids[index] = key
         return ids
@@ -156,21 +171,54 @@ class Cleaner:
                 )
 
 
+_DIGITS = frozenset("0123456789")
+
+
 def _parse_int(value: str) -> object:
-    """The slow path: surrounding spaces and a leading sign are tolerated."""
-    try:
-        return int(value.strip())
-    except ValueError:
+    """The slow path: surrounding spaces and a leading sign are tolerated; the
+    digits must be ASCII."""
+    stripped = value.strip()
+    digits = stripped[1:] if stripped[:1] in ("+", "-") else stripped
+    if not digits or not _DIGITS.issuperset(digits):
         return _INVALID
+    return int(stripped)
+
+
+def shorten(value: str, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """A value as quoted in a reason: cut when long, with its full length."""
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+
+
+def _quoted(value: str) -> str:
+    return repr(value) if len(value) <= SHOWN_VALUE_CHARS else f"{shorten(value)!r}"
+
+
+def _check_lines(raw_lines: Sequence[str], problems: dict[int, list[str]]) -> None:
+    """A NUL byte is never part of census text (and PostgreSQL cannot store it)."""
+    if "\x00" not in "".join(raw_lines):
+        return
+    for index, line in enumerate(raw_lines):
+        if "\x00" in line:
+            problems.setdefault(index, []).append(f"contains a NUL byte (at character {line.index(chr(0)) + 1})")
+
+
+def _too_long(column: str, value: str) -> str | None:
+    """The reason for a value past the per-field cap. Only values that failed the
+    fast paths are measured: one that matched a category or parsed as an
+    in-range number is short by construction (int() refuses over 4,300 digits)."""
+    if len(value) <= MAX_FIELD_CHARS:
+        return None
+    return f"{column}: value of {len(value):,} characters is longer than the {MAX_FIELD_CHARS} allowed"
 
 
 def _number_reason(column: str, value: str, low: int, high: int) -> str:
     if value in MISSING_MARKERS:
         return f"{column}: missing, but it is required"
-    try:
-        number = int(value)
-    except ValueError:
-        return f"{column}: {value!r} is not a whole number"
+    number = _parse_int(value)
+    if number is _INVALID:
+        # int() would take these; say why they are refused.
+        odd = "_" in value or any(char.isdigit() and char not in _DIGITS for char in value)
+        return f"{column}: {_quoted(value)} is not a whole number{' (ASCII digits 0-9 only)' if odd else ''}"
     return f"{column}: {number} is outside the allowed range {low}..{high}"
 
 
@@ -178,6 +226,10 @@ def _category_reason(column: str, value: str) -> str:
     if value in MISSING_MARKERS:
         return f"{column}: missing, but it is required"
     allowed = CATEGORIES[column]
-    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+    if len(value) > MAX_FIELD_CHARS:
+        return f"{column}: unknown value {_quoted(value)}"
+    # A difference of case only ('male') is the likeliest slip: say so first.
+    same_case = [label for label in allowed if label.lower() == value.lower()]
+    close = same_case or difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
-    return f"{column}: unknown value {value!r}{hint}"
+    return f"{column}: unknown value {_quoted(value)}{hint}"

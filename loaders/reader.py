@@ -5,15 +5,24 @@
   ignored (with a warning), UTF-8 with or without a BOM, LF or CRLF.
 - The raw UCI files: no header, `, ` separators, and `adult.test`'s
   `|1x3 Cross validator` first line.
+- Compressed: a `.gz` file, or a `.zip` archive holding one CSV, is read as it
+  is (recognised by its first bytes, not its name). Any other file that is not
+  text is refused with a message naming what it looks like.
+- Any encoding Python knows (`encoding=`), UTF-8 by default.
 
 Records are streamed in chunks so memory stays bounded on large files.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
+import gzip
 import io
 import re
+import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
@@ -21,6 +30,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 from warehouse.domain import INPUT_COLUMNS
+
+# The csv module refuses fields over 131,072 characters with an exception that
+# would abort the whole upload; the cleaner enforces its own, far smaller, per-field
+# cap instead, so such a field becomes one rejected row.
+csv.field_size_limit(sys.maxsize)
+# Bytes looked at to tell text from a binary file.
+SNIFF_BYTES = 8192
+# Signatures of files people upload by mistake, named in the error message.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"%PDF", "a PDF document"),
+    (b"\xd0\xcf\x11\xe0", "an old-style Excel/Office document"),
+    (b"PAR1", "a Parquet file"),
+    (b"BZh", "a bzip2-compressed file (decompress it first)"),
+    (b"\xfd7zXZ", "an xz-compressed file (decompress it first)"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+)
 
 # Header spellings seen in the wild -> the warehouse's column names.
 ALIASES: dict[str, str] = {
@@ -76,13 +103,20 @@ def detect_layout(first_line: str, preamble_skipped: bool) -> Layout:
     """Decide between a header row and the headerless UCI layout from the first line."""
     cells = next(csv.reader([first_line], skipinitialspace=True), [])
     names = [normalize_header(cell) for cell in cells]
-    if "age" not in names:
+    first = cells[0].strip() if cells else ""
+    # Every UCI record starts with an age, so a first line that names no known
+    # column and does not start with a number is a header we do not understand
+    # (e.g. a typo such as 'agee'), not a data row.
+    if not set(names) & set(INPUT_COLUMNS) and first.isascii() and first.isdigit():
         # No header: the UCI files' fixed column order.
         return Layout(False, tuple(range(len(INPUT_COLUMNS))), len(INPUT_COLUMNS), (), preamble_skipped)
     missing = [column for column in INPUT_COLUMNS if column not in names]
     if missing:
+        unknown = [cell for cell, name in zip(cells, names) if name not in INPUT_COLUMNS]
+        hints = _header_hints(missing, unknown)
         raise SourceError(
-            f"line {1 + preamble_skipped}: header lacks column(s) {', '.join(missing)}; found {', '.join(cells)}"
+            f"line {1 + preamble_skipped}: header lacks column(s) {', '.join(missing)}"
+            f"{hints}; found {_shorten(', '.join(cells), 200)}"
         )
     duplicated = sorted({name for name in names if names.count(name) > 1 and name in INPUT_COLUMNS})
     if duplicated:
@@ -92,36 +126,136 @@ def detect_layout(first_line: str, preamble_skipped: bool) -> Layout:
     return Layout(True, positions, len(cells), ignored, preamble_skipped)
 
 
-def first_undecodable_line(path: Path) -> int:
-    """The line number of the first line that is not UTF-8 (decoding works in
-    blocks, so the error itself does not say which line it was)."""
-    with open(path, "rb") as binary:
-        for number, raw in enumerate(binary, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 0
+def _header_hints(missing: list[str], unknown: list[str]) -> str:
+    """' (is 'agee' meant to be 'age'?)' for header cells close to a missing name."""
+    hints = []
+    for cell in unknown:
+        close = difflib.get_close_matches(normalize_header(cell), missing, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"is {_shorten(cell, 40)!r} meant to be {close[0]!r}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def _shorten(text: str, limit: int) -> str:
+    """A value as shown in a message: long ones are cut, with their full length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def python_encoding(encoding: str) -> str:
+    """The codec name to decode with: UTF-8 also accepts (and drops) a BOM."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise SourceError(f"unknown encoding {encoding!r} (try utf-8, latin-1, cp1252 or utf-16)") from None
+    return "utf-8-sig" if name == "utf-8" else name
+
+
+def open_binary(path: Path) -> tuple[BinaryIO, BinaryIO, int]:
+    """The file's decompressed bytes, the underlying file (whose position drives
+    the progress bar) and that file's size. Compression is recognised by the
+    first bytes, so a renamed file works as well."""
+    if path.is_dir():
+        raise SourceError("is a directory, not a file")
+    raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    size = path.stat().st_size
+    magic = raw.read(4)
+    raw.seek(0)
+    try:
+        if magic[:2] == b"\x1f\x8b":
+            return gzip.GzipFile(fileobj=raw, mode="rb"), raw, size  # type: ignore[return-value]
+        if magic == b"PK\x03\x04":
+            return _zip_member(path, raw), raw, size
+    except BaseException:
+        raw.close()
+        raise
+    return raw, raw, size
+
+
+def _zip_member(path: Path, raw: BinaryIO) -> BinaryIO:
+    try:
+        archive = zipfile.ZipFile(raw)
+    except zipfile.BadZipFile as error:
+        raise SourceError(f"looks like a zip archive but cannot be opened ({error})") from None
+    members = [info for info in archive.infolist() if not info.is_dir()]
+    names = [info.filename for info in members]
+    if len(members) != 1:
+        if any(name.startswith("xl/") for name in names):
+            raise SourceError("is an Excel workbook (.xlsx), not CSV text; save the sheet as CSV (UTF-8) first")
+        listed = _shorten(", ".join(names), 200) or "nothing"
+        raise SourceError(f"is a zip archive with {len(members)} files ({listed}); it must hold exactly one CSV file")
+    return archive.open(members[0])  # type: ignore[return-value]
+
+
+def describe_binary(head: bytes, encoding: str) -> str | None:
+    """What a file that is not text in `encoding` looks like, or None if it is text."""
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return f"is {name}, not CSV text"
+    wide = encoding.replace("-", "").replace("_", "").lower().startswith(("utf16", "utf32"))
+    if not wide:
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return (
+                "is UTF-16 text (it starts with a UTF-16 byte-order mark); use --encoding utf-16 or re-save it as UTF-8"
+            )
+        # Every other byte zero: ASCII text in UTF-16 without a byte-order mark.
+        quarter = len(head) // 4
+        if head and (head[1::2].count(b"\x00") > quarter or head[0::2].count(b"\x00") > quarter):
+            return "looks like UTF-16 text without a byte-order mark; use --encoding utf-16le (or utf-16be)"
+        control = sum(head.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
+        if head and control > len(head) // 10:
+            return f"looks like a binary file, not CSV text (it starts with bytes {head[:8].hex(' ')})"
+    return None
 
 
 class SourceReader:
     """Streams a census file as RawChunks; `bytes_read` feeds the progress bar."""
 
-    def __init__(self, path: Path, chunk_size: int = 10_000) -> None:
+    def __init__(self, path: Path, chunk_size: int = 10_000, encoding: str = "utf-8") -> None:
         self.path = path
         self.chunk_size = chunk_size
-        self._binary: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self._text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", newline="")
-        self._line_number = 0
-        self._pending: list[str] = []
-        self.layout = self._read_layout()
+        self.encoding = python_encoding(encoding)
+        self._shown_encoding = "UTF-8" if self.encoding == "utf-8-sig" else encoding
+        stream, self._raw, self.size = open_binary(path)
+        self.compressed = stream is not self._raw
+        try:
+            buffered = io.BufferedReader(stream, 1 << 16)  # type: ignore[arg-type]
+            head = buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+            looks = describe_binary(head, self.encoding)
+            if looks:
+                raise SourceError(looks)
+            self._text = io.TextIOWrapper(buffered, encoding=self.encoding, newline="")
+            self._line_number = 0
+            self._pending: list[str] = []
+            self.layout = self._read_layout()
+        except BaseException:
+            self._raw.close()
+            raise
 
     @property
     def bytes_read(self) -> int:
-        return self._binary.tell()
+        return self._raw.tell()
 
     def close(self) -> None:
         self._text.close()
+        self._raw.close()
+
+    def _undecodable(self, error: UnicodeDecodeError) -> SourceError:
+        """Decoding works in blocks, so the error does not say which line it was."""
+        stream, raw, _ = open_binary(self.path)
+        line = 0
+        with raw, stream:
+            decoder = codecs.getincrementaldecoder(self.encoding)()
+            for number, data in enumerate(stream, start=1):
+                try:
+                    decoder.decode(data)
+                except UnicodeDecodeError:
+                    line = number
+                    break
+        where = f"line {line}: " if line else ""
+        hint = "re-save it as UTF-8 or name its encoding with --encoding (e.g. --encoding latin-1)"
+        if self.encoding != "utf-8-sig":
+            hint = "name its real encoding with --encoding"
+        return SourceError(f"{where}the file is not {self._shown_encoding} text ({error.reason}); {hint}")
 
     def __enter__(self) -> SourceReader:
         return self
@@ -133,10 +267,7 @@ class SourceReader:
         try:
             line = self._text.readline()
         except UnicodeDecodeError as error:
-            raise SourceError(
-                f"line {first_undecodable_line(self.path)}: the file is not UTF-8 text ({error.reason}); "
-                "re-save it as UTF-8"
-            ) from None
+            raise self._undecodable(error) from None
         if not line:
             return None
         self._line_number += 1
@@ -174,10 +305,7 @@ class SourceReader:
                 first += len(block)
                 block = []
         except UnicodeDecodeError as error:
-            raise SourceError(
-                f"line {first_undecodable_line(self.path)}: the file is not UTF-8 text ({error.reason}); "
-                "re-save it as UTF-8"
-            ) from None
+            raise self._undecodable(error) from None
 
     def chunks(self) -> Iterator[RawChunk]:
         """Parse each block of lines into columns at C speed, one record a line."""

@@ -1,10 +1,14 @@
 """Upload a census file into the warehouse, in one transaction.
 
-    python -m loaders.upload [SOURCE] [--db sqlite|postgres] [--url URL] [--replace] [--strict]
+    python -m loaders.upload [SOURCE] [--db sqlite|postgres] [--url URL] [--replace [--allow-empty]]
+                             [--append] [--strict] [--encoding ENC] [--wait SECONDS]
 
-SOURCE defaults to data/Input_Dataset.csv; the database to the SQLite file
-data/census.db (or DATABASE_URL). Exit status: 0 loaded (or already loaded),
-1 rows rejected under --strict, 2 the file or the database could not be used.
+SOURCE defaults to data/Input_Dataset.csv (plain, .gz, or a .zip holding one CSV);
+the database to the SQLite file data/census.db (or DATABASE_URL). Exit status
+(the README's "Uploading data" lists them): 0 loaded or already loaded,
+1 rows rejected under --strict, 2 the file or the database could not be used or
+the upload was refused, 3 another upload kept the database busy past --wait,
+130 interrupted (Ctrl-C). In every case but 0 nothing was loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import csv
 import gc
 import hashlib
 import io
+import re
+import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,16 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, ForeignKeyConstraint, func, insert, select, update
+import numpy as np
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.schema import AddConstraint, DropConstraint
 
-from loaders.cleaner import OUTPUT_COLUMNS, CleanChunk, Cleaner
+from loaders.cleaner import OUTPUT_COLUMNS, CleanChunk, Cleaner, shorten
 from loaders.reader import SourceError, SourceReader
 from warehouse.config import DEFAULT_SOURCE, get_settings, resolve_database_url
 from warehouse.db import DatabaseUnavailable, describe, make_engine, wait_for_database
-from warehouse.models import DIMENSIONS, Load, Person, RejectedRow
-from warehouse.schema import create_schema
+from warehouse.models import DIMENSIONS, PEOPLE_VIEW, Load, Person, RejectedRow
+from warehouse.schema import create_schema_on
 
 # Person columns in the order the cleaner produces them, after load_id.
 PERSON_COLUMNS = ("load_id", *(DIMENSIONS[c][1] if c in DIMENSIONS else c for c in OUTPUT_COLUMNS))
@@ -41,9 +48,54 @@ PERSON_COLUMNS = ("load_id", *(DIMENSIONS[c][1] if c in DIMENSIONS else c for c 
 UPLOAD_LOCK_KEY = 0x63656E73  # "cens"
 SHOWN_REASONS = 5
 
+# Exit statuses, documented in the README ("Uploading data").
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_UNUSABLE = 2
+EXIT_BUSY = 3
+EXIT_INTERRUPTED = 130
+
+# --replace refuses (unless --allow-empty) when it would load nothing, or when
+# more than this share of the rows read were rejected: a wrong file must not
+# silently swap the warehouse for a fraction of it.
+REPLACE_MAX_REJECTED_SHARE = 0.10
+# How long an upload waits for another one to finish (--wait).
+DEFAULT_WAIT_S = 600.0
+# A rejected row's raw text is kept up to this many characters (its length is noted).
+RAW_TEXT_CHARS = 10_000
+# Bytes a SQLite database grows by per person loaded (table and indexes),
+# measured on the 48,842-row input (5.0 MB); the free-space check needs twice it (the
+# write-ahead log holds every new page until it is copied into the file).
+SQLITE_BYTES_PER_ROW = 100
+# Input bytes per record, to estimate rows from a file's size (the input's
+# lines average 108 bytes; compressed files are assumed to shrink 5x).
+BYTES_PER_RECORD = 100
+# An append onto a table this many times larger than the new rows adds them to
+# the live table; a larger append rebuilds the indexes (SQLite) or the table
+# (PostgreSQL) once, which is faster than maintaining them row by row.
+APPEND_IN_PLACE_RATIO = {"sqlite": 4, "postgresql": 8}
+STAGING_TABLE = "person_staging"
+
 
 class StrictModeError(RuntimeError):
     """Raised under --strict when any row was rejected; the transaction rolls back."""
+
+
+class UploadRefused(RuntimeError):
+    """The upload would do something the operator did not ask for (exit 2)."""
+
+
+class UploadBusy(RuntimeError):
+    """Another upload held the database for longer than --wait (exit 3)."""
+
+
+class _AlreadyLoaded(Exception):  # noqa: N818 - control flow, never shown
+    """The rows equal a current load's: roll back and report a no-op."""
+
+    def __init__(self, load_id: int, source_name: str) -> None:
+        super().__init__(load_id)
+        self.load_id = load_id
+        self.source_name = source_name
 
 
 @dataclass
@@ -53,9 +105,39 @@ class UploadResult:
     rows_loaded: int = 0
     rows_rejected: int = 0
     already_loaded: bool = False
+    # For a content match: the name the same rows were loaded under.
+    same_rows_as: str | None = None
     replaced_loads: int = 0
     seconds: float = 0.0
     first_rejections: list[tuple[int, str]] = field(default_factory=list)
+
+
+_SPACED_COMMA = re.compile(r"\s*,\s*")
+
+
+class RowDigest:
+    """What "the same data" means: the sha256 of the rows as cleaned, in file order
+    (every value after trimming, missing markers, income spelling and label
+    lookup), followed by the rejected rows' text with its fields trimmed. A copy re-saved with CRLF,
+    other spacing after commas, a BOM or compression has the same digest; any
+    changed value changes it. Rows are hashed row-major, so the chunk size does
+    not matter."""
+
+    def __init__(self) -> None:
+        self._rows = hashlib.sha256()
+        self._rejected = hashlib.sha256()
+
+    def update(self, clean: CleanChunk) -> None:
+        if clean.row_count:
+            # float64 holds every value exactly; NULL becomes NaN.
+            matrix = np.array(clean.columns[1:], dtype=np.float64)
+            self._rows.update(np.ascontiguousarray(matrix.T).tobytes())
+        for _, raw, _ in sorted(clean.rejected):
+            normal = _SPACED_COMMA.sub(",", raw.strip())  # fields trimmed, as the cleaner does
+            self._rejected.update(normal.encode("utf-8", "surrogatepass") + b"\n")
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(self._rows.digest() + self._rejected.digest()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -92,7 +174,12 @@ def upload(
     source: Path,
     *,
     replace: bool = False,
+    append: bool = False,
+    allow_empty: bool = False,
     strict: bool = False,
+    encoding: str = "utf-8",
+    wait_s: float = DEFAULT_WAIT_S,
+    check_space: bool = True,
     chunk_size: int = 10_000,
     progress: bool | None = None,
 ) -> UploadResult:
@@ -103,68 +190,187 @@ def upload(
     five chunks, so writing one overlaps cleaning the next (50,000 was one chunk
     there, with no overlap, and 190 MB on the large file).
     """
+    options = _Options(replace, append, allow_empty, strict, encoding, wait_s, check_space, chunk_size, progress)
     with _cyclic_gc_paused():
-        return _upload(engine, source, replace=replace, strict=strict, chunk_size=chunk_size, progress=progress)
+        return _upload(engine, source, options)
 
 
-def _upload(
-    engine: Engine, source: Path, *, replace: bool, strict: bool, chunk_size: int, progress: bool | None
-) -> UploadResult:
+@dataclass(frozen=True)
+class _Options:
+    replace: bool
+    append: bool
+    allow_empty: bool
+    strict: bool
+    encoding: str
+    wait_s: float
+    check_space: bool
+    chunk_size: int
+    progress: bool | None
+
+
+def _upload(engine: Engine, source: Path, options: _Options) -> UploadResult:
     started = time.perf_counter()
-    sha256 = file_sha256(source)
-    create_schema(engine)
-    with SourceReader(source, chunk_size=chunk_size) as reader, _bulk_connection(engine) as connection:
-        _lock_uploads(connection)
-        previous = connection.execute(
-            select(Load.id, Load.finished_at).where(Load.sha256 == sha256, Load.status == "loaded")
-        ).first()
-        if previous is not None and not replace:
-            return UploadResult(load_id=previous.id, already_loaded=True)
-        if reader.layout.ignored_columns:
-            print(f"warning: ignoring column(s) {', '.join(reader.layout.ignored_columns)}", file=sys.stderr)
-        result = UploadResult(load_id=None)
-        if replace:
-            result.replaced_loads = _retire_current_data(connection)
-        load_id = connection.execute(
-            insert(Load)
-            .values(
-                source_name=source.name,
-                sha256=sha256,
-                started_at=datetime.now(UTC),
-                status="running",
-                rows_read=0,
-                rows_loaded=0,
-                rows_rejected=0,
-            )
-            .returning(Load.id)
-        ).scalar_one()
-        result.load_id = load_id
-        cleaner = Cleaner(dimension_ids(connection), load_id)
-        writer = _BulkWriter(connection, load_id)
-        show = sys.stderr.isatty() if progress is None else progress
-        with writer, _progress_bar(source, show) as bar, _Pipeline(writer.write) as pipeline:
-            for chunk in reader.chunks():
-                clean = cleaner.clean(chunk.columns, chunk.line_numbers, chunk.raw_lines)
-                clean.rejected.extend(chunk.malformed)
-                _record(result, clean, chunk.rows_read)
-                if strict and clean.rejected:
-                    line, _, reason = min(clean.rejected)
-                    raise StrictModeError(f"--strict: line {line} rejected: {reason}")
-                pipeline.submit(clean)
-                bar.update(reader.bytes_read - bar.n)  # bytes, so the bar needs no row count
-        connection.execute(
-            update(Load)
-            .where(Load.id == load_id)
-            .values(
-                rows_read=result.rows_read,
-                rows_loaded=result.rows_loaded,
-                rows_rejected=result.rows_rejected,
-                finished_at=datetime.now(UTC),
-                status="loaded",
-            )
-        )
+    # The file is opened (and its kind recognised) before the database is touched.
+    with SourceReader(source, chunk_size=options.chunk_size, encoding=options.encoding) as reader:
+        sha256 = file_sha256(source)
+        estimated_rows = reader.size // (BYTES_PER_RECORD // 5 if reader.compressed else BYTES_PER_RECORD)
+        if options.check_space:
+            _check_free_space(engine, estimated_rows)
+        # Under the lock, so two first uploads into a new database do not both
+        # create it; committed apart, so the schema stays whatever the upload does.
+        with _upload_transaction(engine, options.wait_s) as connection:
+            create_schema_on(connection)
+        try:
+            with _upload_transaction(engine, options.wait_s) as connection:
+                previous = connection.execute(
+                    select(Load.id).where(Load.sha256 == sha256, Load.status == "loaded")
+                ).first()
+                if previous is not None and not options.replace:
+                    return UploadResult(load_id=previous.id, already_loaded=True)
+                result = _load(connection, reader, source, sha256, estimated_rows, options)
+        except _AlreadyLoaded as same:
+            return UploadResult(load_id=same.load_id, already_loaded=True, same_rows_as=same.source_name)
+    if engine.dialect.name == "sqlite":
+        _checkpoint(engine)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _load(
+    connection: Connection, reader: SourceReader, source: Path, sha256: str, estimated_rows: int, options: _Options
+) -> UploadResult:
+    if reader.layout.ignored_columns:
+        print(f"warning: ignoring column(s) {', '.join(reader.layout.ignored_columns)}", file=sys.stderr)
+    result = UploadResult(load_id=None)
+    load_id = connection.execute(
+        insert(Load)
+        .values(
+            source_name=source.name,
+            sha256=sha256,
+            started_at=datetime.now(UTC),
+            status="running",
+            rows_read=0,
+            rows_loaded=0,
+            rows_rejected=0,
+        )
+        .returning(Load.id)
+    ).scalar_one()
+    result.load_id = load_id
+    cleaner = Cleaner(dimension_ids(connection), load_id)
+    digest = RowDigest()
+    writer = _writer_for(connection, load_id, options.replace, estimated_rows)
+    show = sys.stderr.isatty() if options.progress is None else options.progress
+    writer.begin()
+    with _progress_bar(source, reader.size, show) as bar, _Pipeline(writer.write) as pipeline:
+        for chunk in reader.chunks():
+            clean = cleaner.clean(chunk.columns, chunk.line_numbers, chunk.raw_lines)
+            clean.rejected.extend(chunk.malformed)
+            _record(result, clean, chunk.rows_read)
+            if options.strict and clean.rejected:
+                line, _, reason = min(clean.rejected)
+                raise StrictModeError(f"--strict: line {line} rejected: {reason}")
+            digest.update(clean)
+            pipeline.submit(clean)
+            bar.update(reader.bytes_read - bar.n)  # bytes, so the bar needs no row count
+    rows_digest = digest.hexdigest()
+    _check_same_data(connection, load_id, rows_digest, source.name, options)
+    if options.replace:
+        _check_replacement(result, source, options.allow_empty)
+        result.replaced_loads = _retire_loads(connection, load_id)
+    writer.finish()
+    connection.execute(
+        update(Load)
+        .where(Load.id == load_id)
+        .values(
+            rows_read=result.rows_read,
+            rows_loaded=result.rows_loaded,
+            rows_rejected=result.rows_rejected,
+            rows_digest=rows_digest,
+            finished_at=datetime.now(UTC),
+            status="loaded",
+        )
+    )
+    return result
+
+
+def _check_same_data(connection: Connection, load_id: int, rows_digest: str, name: str, options: _Options) -> None:
+    """Same rows as a current load: a no-op. Other rows under a name already
+    loaded: most likely an edited copy, so refuse unless told what to do."""
+    same = connection.execute(
+        select(Load.id, Load.source_name)
+        .where(Load.rows_digest == rows_digest, Load.status == "loaded", Load.id != load_id)
+        .order_by(Load.id)
+    ).first()
+    if same is not None and not options.replace:
+        raise _AlreadyLoaded(same.id, same.source_name)
+    if options.replace or options.append:
+        return
+    earlier = connection.execute(
+        select(Load.id, Load.rows_loaded, Load.finished_at)
+        .where(Load.source_name == name, Load.status == "loaded", Load.id != load_id)
+        .order_by(Load.id.desc())
+    ).first()
+    if earlier is not None:
+        when = f", finished {earlier.finished_at:%Y-%m-%d %H:%M}" if earlier.finished_at else ""
+        raise UploadRefused(
+            f"{name} was loaded before with other rows (load #{earlier.id}, {earlier.rows_loaded:,} people{when}); "
+            "pass --replace to swap the current people for this file's, or --append to add its rows as well"
+        )
+
+
+def _check_replacement(result: UploadResult, source: Path, allow_empty: bool) -> None:
+    """--replace must not swap the warehouse for nothing, or for a small part of a bad file."""
+    if allow_empty:
+        return
+    if result.rows_loaded == 0:
+        raise UploadRefused(
+            f"--replace would empty the warehouse: {source.name} has no loadable rows "
+            f"(read {result.rows_read:,}, rejected {result.rows_rejected:,}); the current people are kept "
+            "(pass --allow-empty to replace them anyway)"
+        )
+    if result.rows_rejected > REPLACE_MAX_REJECTED_SHARE * result.rows_read:
+        first = f"; first: line {result.first_rejections[0][0]}: {result.first_rejections[0][1]}"
+        raise UploadRefused(
+            f"--replace refused: {result.rows_rejected:,} of {result.rows_read:,} rows of {source.name} were rejected, "
+            f"more than {REPLACE_MAX_REJECTED_SHARE:.0%}{first}; the current people are kept "
+            "(pass --allow-empty to replace them anyway)"
+        )
+
+
+def _check_free_space(engine: Engine, estimated_rows: int) -> None:
+    """SQLite writes new pages to the write-ahead log, then copies them into the
+    file: it needs about twice the data's size free. Refuse before starting
+    rather than fail midway. (PostgreSQL's server owns its disk; a full disk
+    there is still a one-line error and a rolled-back upload.)"""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return
+    folder = Path(engine.url.database).resolve().parent
+    need = 2 * estimated_rows * SQLITE_BYTES_PER_ROW + (1 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise UploadRefused(
+            f"not enough disk space: the upload needs about {_megabytes(need)} free in {folder} "
+            f"(twice the new data, for the write-ahead log), and {_megabytes(free)} are free; "
+            "free some space (or pass --skip-space-check if the estimate is wrong)"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def _checkpoint(engine: Engine) -> None:
+    """Copy the committed write-ahead log into the database file now, and say so
+    if that fails (a full disk): the rows are committed, but the log stays."""
+    with engine.connect() as connection:
+        try:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except DBAPIError as error:
+            raise CheckpointFailed(_first_line(error.orig or error)) from None
+
+
+class CheckpointFailed(RuntimeError):
+    """The upload committed, but its write-ahead log could not be copied into the file."""
 
 
 class _NoProgress:
@@ -175,20 +381,25 @@ class _NoProgress:
 
 
 @contextmanager
-def _progress_bar(source: Path, show: bool) -> Iterator[Any]:
+def _progress_bar(source: Path, size: int, show: bool) -> Iterator[Any]:
     """A tqdm bar over the file's bytes on a terminal; nothing otherwise."""
     if not show:
         yield _NoProgress()
         return
     from tqdm import tqdm  # imported only when shown: it is 1% of a small upload's time
 
-    with tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc=source.name) as bar:
+    with tqdm(total=size, unit="B", unit_scale=True, desc=source.name) as bar:
         yield bar
 
 
 @contextmanager
-def _bulk_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection in one transaction, set up for bulk loading.
+def _upload_transaction(engine: Engine, wait_s: float) -> Iterator[Connection]:
+    """One transaction holding the upload lock from its first statement.
+
+    The lock comes before anything is read, so two uploads of the same file
+    cannot both find it "not loaded yet": on SQLite a BEGIN IMMEDIATE (the
+    database's write lock; the driver would otherwise begin lazily at the first
+    INSERT), on PostgreSQL a transaction-scoped advisory lock.
 
     On SQLite, per-row foreign-key checks are switched off for the load (they cost
     about 1.7 s per million rows): every key the upload writes was read from the
@@ -202,11 +413,45 @@ def _bulk_connection(engine: Engine) -> Iterator[Connection]:
             connection.commit()  # ends SQLAlchemy's autobegun (empty) transaction
         try:
             with connection.begin():
+                _lock_uploads(connection, wait_s)
                 yield connection
         finally:
-            if sqlite:
+            if sqlite and not connection.invalidated:
                 connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 connection.commit()
+
+
+def _lock_uploads(connection: Connection, wait_s: float) -> None:
+    """Take the upload lock, saying so when another upload holds it, for at most wait_s."""
+    deadline = time.monotonic() + wait_s
+    where = describe(connection.engine.url.render_as_string(hide_password=True))
+    announced = False
+    while not _try_lock(connection):
+        if time.monotonic() >= deadline:
+            raise UploadBusy(
+                f"another upload into {where} is still running after {wait_s:g} s; "
+                "try again when it has finished (or wait longer with --wait SECONDS)"
+            )
+        if not announced:
+            print(f"another upload into {where} is running; waiting for it (up to {wait_s:g} s)", file=sys.stderr)
+            announced = True
+        time.sleep(0.2)
+
+
+def _try_lock(connection: Connection) -> bool:
+    if connection.dialect.name == "postgresql":
+        return bool(connection.scalar(select(func.pg_try_advisory_xact_lock(UPLOAD_LOCK_KEY))))
+    driver = connection.connection.driver_connection
+    try:
+        driver.execute("PRAGMA busy_timeout = 200")  # type: ignore[union-attr]
+        driver.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return False
+        raise
+    finally:
+        driver.execute("PRAGMA busy_timeout = 5000")  # type: ignore[union-attr]
+    return True
 
 
 def _record(result: UploadResult, clean: CleanChunk, rows_read: int) -> None:
@@ -218,17 +463,11 @@ def _record(result: UploadResult, clean: CleanChunk, rows_read: int) -> None:
         result.first_rejections.extend((line, reason) for line, _, reason in sorted(clean.rejected)[:room])
 
 
-def _lock_uploads(connection: Connection) -> None:
-    """Two uploads at once would both pass the 'already loaded?' check: serialize them."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_KEY)))
-    # SQLite allows one writer at a time already; the first write takes the lock.
-
-
-def _retire_current_data(connection: Connection) -> int:
-    """--replace: the people of every current load go, their loads are marked replaced."""
-    connection.execute(Person.__table__.delete())
-    retired = connection.execute(update(Load).where(Load.status == "loaded").values(status="replaced"))
+def _retire_loads(connection: Connection, load_id: int) -> int:
+    """--replace: every current load is marked replaced (its people go with the swap)."""
+    retired = connection.execute(
+        update(Load).where(Load.status == "loaded", Load.id != load_id).values(status="replaced")
+    )
     return retired.rowcount or 0
 
 
@@ -268,74 +507,159 @@ class _Pipeline:
             self._executor.shutdown(wait=True)
 
 
+def _writer_for(connection: Connection, load_id: int, replace: bool, estimated_rows: int) -> _BulkWriter:
+    """Bulk mode (indexes built once at the end; on PostgreSQL a staging table
+    swapped in) for a first load, a --replace, or an append large next to the
+    table; otherwise rows go into the live table."""
+    dialect = connection.dialect.name
+    existing = int(connection.scalar(select(func.count()).select_from(Person.__table__)) or 0)
+    bulk = replace or existing == 0 or estimated_rows * APPEND_IN_PLACE_RATIO.get(dialect, 4) >= existing
+    if dialect == "postgresql":
+        return _PostgresWriter(connection, load_id, bulk=bulk, keep_existing=not replace and existing > 0)
+    return _SqliteWriter(connection, load_id, bulk=bulk, replace=replace)
+
+
 class _BulkWriter:
     """Writes people with each database's fast bulk path, not one ORM object per row.
 
-    When the fact table starts empty (a first load, or --replace), its indexes are
-    dropped for the load and rebuilt at the end, inside the transaction: building
-    an index once is far cheaper than updating it a million times. On PostgreSQL
-    the foreign keys go the same way: re-adding one validates all rows in a single
-    join, where per-row trigger checks made a 1,000,000-row COPY take 145 s instead
-    of about 10 s. (Both are PostgreSQL's own "Populating a Database" advice; the
-    DDL takes a lock, so readers wait for the swap and never see a partial load.)
-    """
+    Building an index once is far cheaper than updating it a million times, so
+    in bulk mode the indexes are built after the rows are in (PostgreSQL's own
+    "Populating a Database" advice)."""
 
-    def __init__(self, connection: Connection, load_id: int) -> None:
+    def __init__(self, connection: Connection, load_id: int, bulk: bool) -> None:
         self.connection = connection
         self.load_id = load_id
-        self.is_postgres = connection.dialect.name == "postgresql"
-        table = Person.__table__
-        self.rebuild_indexes = connection.scalar(select(table.c.id).limit(1)) is None
-        statement = insert(table).compile(dialect=connection.dialect, column_keys=list(PERSON_COLUMNS))
-        self.insert_sql = str(statement)
-        self.insert_keys = list(statement.positiontup or PERSON_COLUMNS)
+        self.bulk = bulk
+        self.target = Person.__tablename__
 
-    def _foreign_keys(self) -> list[ForeignKeyConstraint]:
-        # SQLite cannot drop a constraint; it skips the checks instead (_bulk_connection).
-        return sorted(Person.__table__.foreign_key_constraints, key=lambda fk: str(fk.name)) if self.is_postgres else []
+    def begin(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> _BulkWriter:
-        if self.rebuild_indexes and self.is_postgres:
-            # Index builds sort in memory when they may; the default 64 MB spills to disk.
-            self.connection.execute(select(func.set_config("maintenance_work_mem", "256MB", True)))
-        if self.rebuild_indexes:
-            for index in Person.__table__.indexes:
-                index.drop(self.connection)
-            for foreign_key in self._foreign_keys():
-                self.connection.execute(DropConstraint(foreign_key))
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if self.rebuild_indexes and exc_type is None:
-            for index in Person.__table__.indexes:
-                index.create(self.connection)
-            for foreign_key in self._foreign_keys():
-                self.connection.execute(AddConstraint(foreign_key, isolate_from_table=False))
+    def finish(self) -> None:
+        raise NotImplementedError
 
     def write(self, clean: CleanChunk) -> None:
         if clean.row_count:
-            if self.is_postgres:
-                self._copy(clean.rows())
-            else:
-                self._executemany(clean.rows())
+            self._write_people(clean.rows())
         if clean.rejected:
             self.connection.execute(
                 insert(RejectedRow),
                 [
-                    {"load_id": self.load_id, "line_number": line, "raw_text": raw, "reason": reason}
+                    {
+                        "load_id": self.load_id,
+                        "line_number": line,
+                        "raw_text": _storable(raw, RAW_TEXT_CHARS),
+                        "reason": _storable(reason, RAW_TEXT_CHARS),
+                    }
                     for line, raw, reason in clean.rejected
                 ],
             )
 
-    def _executemany(self, rows: list[tuple[int | None, ...]]) -> None:
-        cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    def _write_people(self, rows: list[tuple[int | None, ...]]) -> None:
+        raise NotImplementedError
+
+
+def _storable(value: str, limit: int) -> str:
+    """Text any database stores: NUL written as \x00, and long text cut, noting its length."""
+    value = value.replace("\x00", "\\x00")
+    if len(value) > limit:
+        value = f"{value[:limit]}... [cut: {len(value):,} characters in all]"
+    return value
+
+
+class _SqliteWriter(_BulkWriter):
+    def __init__(self, connection: Connection, load_id: int, bulk: bool, replace: bool) -> None:
+        super().__init__(connection, load_id, bulk)
+        self.replace = replace
+        statement = insert(Person.__table__).compile(dialect=connection.dialect, column_keys=list(PERSON_COLUMNS))
+        self.insert_sql = str(statement)
         # The statement was compiled from SQLAlchemy's insert() with positional parameters.
-        if self.insert_keys != list(PERSON_COLUMNS):
-            raise RuntimeError(f"unexpected parameter order {self.insert_keys}")
+        if list(statement.positiontup or PERSON_COLUMNS) != list(PERSON_COLUMNS):
+            raise RuntimeError(f"unexpected parameter order {statement.positiontup}")
+
+    def begin(self) -> None:
+        if self.replace:
+            # DELETE, not DROP: the table's AUTOINCREMENT counter (and so the ids
+            # never reused) survives; readers keep their snapshot until commit (WAL).
+            self.connection.execute(Person.__table__.delete())
+        if self.bulk:
+            for index in Person.__table__.indexes:
+                index.drop(self.connection)
+
+    def finish(self) -> None:
+        if self.bulk:
+            for index in Person.__table__.indexes:
+                index.create(self.connection)
+
+    def _write_people(self, rows: list[tuple[int | None, ...]]) -> None:
+        cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.executemany(self.insert_sql, rows)
         cursor.close()
 
-    def _copy(self, rows: list[tuple[int | None, ...]]) -> None:
+
+class _PostgresWriter(_BulkWriter):
+    """COPY, and in bulk mode a staging table swapped in at the end.
+
+    Dropping the live table's indexes and foreign keys (as the loader did) takes an
+    ACCESS EXCLUSIVE lock for the whole load, so every reader waited (16 s for a
+    million rows). Instead the rows (and, for an append, the current ones) go into
+    `person_staging`, which nobody reads; its indexes and foreign keys are built
+    there; then a few renames swap it in, holding the exclusive lock for
+    milliseconds. The staging table draws ids from person's sequence, so ids stay
+    increasing and are never reused."""
+
+    def __init__(self, connection: Connection, load_id: int, bulk: bool, keep_existing: bool) -> None:
+        super().__init__(connection, load_id, bulk)
+        self.keep_existing = keep_existing
+        if bulk:
+            self.target = STAGING_TABLE
+
+    def begin(self) -> None:
+        if not self.bulk:
+            return
+        run = self.connection.exec_driver_sql
+        # Nothing else may write person meanwhile; readers (ACCESS SHARE) go on.
+        run("LOCK TABLE person IN SHARE MODE")
+        run(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
+        run(f"CREATE TABLE {STAGING_TABLE} (LIKE person INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        if self.keep_existing:
+            run(f"INSERT INTO {STAGING_TABLE} SELECT * FROM person")
+
+    def finish(self) -> None:
+        """Build what person has (read from the catalog, so indexes and views added
+        outside the models survive too) on the staging table, then swap."""
+        if not self.bulk:
+            return
+        run = self.connection.exec_driver_sql
+        # Index builds sort in memory when they may; the default 64 MB spills to disk.
+        self.connection.execute(select(func.set_config("maintenance_work_mem", "256MB", True)))
+        catalog = _PersonCatalog.read(self.connection)
+        for name, definition in catalog.key_constraints:
+            run(f"ALTER TABLE {STAGING_TABLE} ADD CONSTRAINT {name}__staging {definition}")
+        for name, definition in catalog.indexes:
+            run(_retarget_index(definition, name))
+        for name, definition in catalog.foreign_keys:
+            run(f"ALTER TABLE {STAGING_TABLE} ADD CONSTRAINT {name} {definition}")
+        # The swap: the only statements that hold person's exclusive lock.
+        run("LOCK TABLE person IN ACCESS EXCLUSIVE MODE")
+        for view in catalog.views:
+            run(f"DROP {view.kind} {view.name}")
+        if catalog.sequence:
+            run(f"ALTER SEQUENCE {catalog.sequence} OWNED BY {STAGING_TABLE}.id")
+        run("DROP TABLE person")
+        run(f"ALTER TABLE {STAGING_TABLE} RENAME TO person")
+        for name, _ in catalog.key_constraints:
+            run(f"ALTER TABLE person RENAME CONSTRAINT {name}__staging TO {name}")
+        for name, _ in catalog.indexes:
+            run(f"ALTER INDEX {name}__staging RENAME TO {name}")
+        for view in catalog.views:
+            run(f"CREATE {view.kind} {view.name} AS {view.definition}")
+        if not catalog.views:  # a database from before the view existed
+            self.connection.execute(PEOPLE_VIEW)
+        for grant in catalog.grants:
+            run(grant)
+
+    def _write_people(self, rows: list[tuple[int | None, ...]]) -> None:
         from psycopg2 import sql
 
         buffer = io.StringIO()
@@ -344,7 +668,7 @@ class _BulkWriter:
         csv.writer(buffer, lineterminator="\n").writerows(rows)
         buffer.seek(0)
         statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            sql.Identifier(Person.__tablename__), sql.SQL(", ").join(map(sql.Identifier, PERSON_COLUMNS))
+            sql.Identifier(self.target), sql.SQL(", ").join(map(sql.Identifier, PERSON_COLUMNS))
         )
         cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         # psycopg2 sends 8 kB at a time by default; 1 MB blocks took the COPY of a
@@ -353,10 +677,86 @@ class _BulkWriter:
         cursor.close()
 
 
+@dataclass(frozen=True)
+class _View:
+    name: str
+    kind: str  # "VIEW" or "MATERIALIZED VIEW"
+    definition: str
+
+
+@dataclass(frozen=True)
+class _PersonCatalog:
+    """What the live person table has beyond its columns, from PostgreSQL's catalog."""
+
+    key_constraints: list[tuple[str, str]]  # primary key / unique: (name, definition)
+    indexes: list[tuple[str, str]]  # other indexes: (name, CREATE INDEX statement)
+    foreign_keys: list[tuple[str, str]]
+    views: list[_View]  # views reading person (dropped and created again around the swap)
+    grants: list[str]  # privileges of other roles on person and those views
+    sequence: str | None
+
+    @classmethod
+    def read(cls, connection: Connection) -> _PersonCatalog:
+        constraints = connection.execute(
+            text(
+                "SELECT conname, contype, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+                "WHERE conrelid = 'person'::regclass AND contype IN ('p', 'u', 'f') ORDER BY conname"
+            )
+        ).all()
+        indexes = connection.execute(
+            text(
+                "SELECT i.relname, pg_get_indexdef(i.oid) AS definition FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = 'person'::regclass "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname"
+            )
+        ).all()
+        views = connection.execute(
+            text(
+                "SELECT DISTINCT v.relname, v.relkind, pg_get_viewdef(v.oid) AS definition FROM pg_depend d "
+                "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+                "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = 'person'::regclass "
+                "AND v.oid <> 'person'::regclass ORDER BY v.relname"
+            )
+        ).all()
+        names = ["person", *(view.relname for view in views)]
+        grants = connection.execute(
+            text(
+                "SELECT table_name, grantee, privilege_type FROM information_schema.role_table_grants "
+                "WHERE table_schema = current_schema() AND table_name = ANY(:names) AND grantee <> current_user"
+            ),
+            {"names": names},
+        ).all()
+        return cls(
+            key_constraints=[(row.conname, row.definition) for row in constraints if row.contype in ("p", "u")],
+            indexes=[(row.relname, row.definition) for row in indexes],
+            foreign_keys=[(row.conname, row.definition) for row in constraints if row.contype == "f"],
+            views=[
+                _View(row.relname, "MATERIALIZED VIEW" if row.relkind == "m" else "VIEW", row.definition.rstrip(";"))
+                for row in views
+            ],
+            grants=[f'GRANT {row.privilege_type} ON {row.table_name} TO "{row.grantee}"' for row in grants],
+            sequence=connection.scalar(text("SELECT pg_get_serial_sequence('person', 'id')")),
+        )
+
+
+_INDEX_TARGET = re.compile(r"^(CREATE (?:UNIQUE )?INDEX )(\S+)( ON (?:ONLY )?)(?:\S+\.)?person( )")
+
+
+def _retarget_index(definition: str, name: str) -> str:
+    """person's CREATE INDEX statement, for the staging table under a temporary name."""
+    statement, count = _INDEX_TARGET.subn(rf"\g<1>{name}__staging\g<3>{STAGING_TABLE}\g<4>", definition)
+    if count != 1:
+        raise RuntimeError(f"cannot rebuild index {name} on the staging table: {definition}")
+    return statement
+
+
 def _summary(result: UploadResult, source: Path, where: str) -> str:
     if result.already_loaded:
+        same = ""
+        if result.same_rows_as is not None:
+            same = f" (the same rows as {result.same_rows_as})" if result.same_rows_as != source.name else ""
         return (
-            f"{source.name} is already loaded in {where} (load #{result.load_id}); "
+            f"{source.name} is already loaded in {where}{same} (load #{result.load_id}); "
             "nothing to do. Use --replace to load it again."
         )
     lines = [
@@ -366,10 +766,84 @@ def _summary(result: UploadResult, source: Path, where: str) -> str:
     if result.replaced_loads:
         lines.append(f"replaced the people of {result.replaced_loads} earlier load(s)")
     for line, reason in result.first_rejections:
-        lines.append(f"  rejected line {line}: {reason}")
+        lines.append(f"  rejected line {line}: {shorten(reason, 300)}")
     if result.rows_rejected > len(result.first_rejections):
         lines.append(f"  ... every rejected row is kept in table rejected_row (load_id = {result.load_id})")
     return "\n".join(lines)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _database_error(error: BaseException) -> BaseException | None:
+    """The driver's own error behind `error`, if it is one (SQLAlchemy wraps what
+    goes through it; the raw cursors used for bulk writes raise it bare)."""
+    if isinstance(error, DBAPIError):
+        return error.orig or error
+    if isinstance(error, sqlite3.Error) or type(error).__module__.startswith("psycopg2"):
+        return error
+    return None
+
+
+def _root_database_error(error: BaseException) -> BaseException | None:
+    """The first database error in the chain: when the server goes away midway,
+    the rollback fails with "connection already closed" and would hide the
+    server's own reason (e.g. "terminating connection due to administrator command")."""
+    found = None
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = _database_error(current) or found
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def failure(error: BaseException, source: Path, where: str) -> tuple[int, str]:
+    """Every way an upload can fail, as (exit status, one-line message). The one
+    place the statuses are decided; the README's table lists them."""
+    nothing = "nothing was loaded"
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, f"error: interrupted; {nothing}"
+    if isinstance(error, StrictModeError):
+        return EXIT_REJECTED, f"error: {error}; {nothing}"
+    if isinstance(error, UploadBusy):
+        return EXIT_BUSY, f"error: {error}; {nothing}"
+    if isinstance(error, CheckpointFailed):
+        return EXIT_UNUSABLE, (
+            f"error: {where}: the upload was committed, but its write-ahead log could not be copied into the "
+            f"database file ({error}); free disk space, then open the database again to finish the copy"
+        )
+    if isinstance(error, SourceError):
+        return EXIT_UNUSABLE, f"error: {source}: {error}; {nothing}"
+    if isinstance(error, UploadRefused | DatabaseUnavailable):
+        return EXIT_UNUSABLE, f"error: {error}; {nothing}"
+    database_error = _root_database_error(error)
+    if database_error is not None:
+        reason = _first_line(database_error)
+        if "disk is full" in reason or "No space left" in reason:
+            reason += " (an upload needs about twice the new data's size free; see the README)"
+        return EXIT_UNUSABLE, f"error: {where}: {shorten(reason, 300)}; {nothing}"
+    if isinstance(error, OSError):
+        name = error.filename if error.filename is not None else source
+        return EXIT_UNUSABLE, f"error: {name}: {error.strerror or _first_line(error)}; {nothing}"
+    if isinstance(error, EOFError | ValueError):  # e.g. a truncated .gz file
+        return EXIT_UNUSABLE, f"error: {source}: {shorten(_first_line(error), 300)}; {nothing}"
+    return EXIT_UNUSABLE, f"error: unexpected {type(error).__name__}: {shorten(_first_line(error), 300)}; {nothing}"
+
+
+def _server_state(engine: Engine) -> str:
+    """Why the server dropped the upload's connection: libpq loses the server's
+    last words when it is sending COPY data, so ask the server again."""
+    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as error:
+        return f"the server now says: {_first_line(error.orig or error)}"
+    return "the server is up: it ended this session (pg_terminate_backend, a restart or a crash)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,32 +853,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--db", choices=("sqlite", "postgres"), help="which database (default: DATABASE_URL or SQLite)")
     parser.add_argument("--url", help="a SQLAlchemy database URL; overrides --db")
-    parser.add_argument("--replace", action="store_true", help="swap the current data for this file's, atomically")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--replace", action="store_true", help="swap the current data for this file's, atomically")
+    mode.add_argument(
+        "--append", action="store_true", help="add the rows even though another file of this name is loaded"
+    )
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help=f"let --replace go ahead with no rows, or with more than {REPLACE_MAX_REJECTED_SHARE:.0%} rejected",
+    )
     parser.add_argument("--strict", action="store_true", help="fail the whole upload if any row is rejected")
+    parser.add_argument("--encoding", default="utf-8", help="the file's text encoding (default: %(default)s)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help="how long to wait for another upload to finish (default: %(default)g)",
+    )
+    parser.add_argument("--skip-space-check", action="store_true", help="do not check free disk space first (SQLite)")
     parser.add_argument("--chunk-size", type=int, default=10_000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     url = resolve_database_url(args.db, args.url)
     where = describe(url)
-    if not args.source.is_file():
-        print(f"error: no such file: {args.source}", file=sys.stderr)
-        return 2
+    engine: Engine | None = None
     try:
+        if not args.source.exists():
+            raise SourceError("no such file")
         engine = make_engine(url)
         wait_for_database(engine, get_settings().connect_timeout_s)
-        result = upload(engine, args.source, replace=args.replace, strict=args.strict, chunk_size=args.chunk_size)
-    except StrictModeError as error:
-        print(f"error: {error}; nothing was loaded", file=sys.stderr)
-        return 1
-    except (SourceError, DatabaseUnavailable) as error:
-        print(f"error: {args.source.name}: {error}; nothing was loaded", file=sys.stderr)
-        return 2
-    except DBAPIError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        print(f"error: {where}: {reason}; nothing was loaded", file=sys.stderr)
-        return 2
+        result = upload(
+            engine,
+            args.source,
+            replace=args.replace,
+            append=args.append,
+            allow_empty=args.allow_empty,
+            strict=args.strict,
+            encoding=args.encoding,
+            wait_s=args.wait,
+            check_space=not args.skip_space_check,
+            chunk_size=args.chunk_size,
+        )
+    except (Exception, KeyboardInterrupt) as error:
+        status, message = failure(error, args.source, where)
+        if engine is not None and "server closed the connection" in message:
+            message = message.replace("; nothing was loaded", f" ({_server_state(engine)}); nothing was loaded")
+        print(message, file=sys.stderr)
+        return status
     print(_summary(result, args.source, where))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

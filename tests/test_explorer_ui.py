@@ -9,9 +9,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import time
-import urllib.request
 from datetime import date
 from pathlib import Path
 
@@ -20,11 +17,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from devtools.servers import ServerProcess, free_port
 from explorer.readonly import missing_file_message, read_only_url
 from explorer.serve import serve_command, serve_environment
 from explorer.visualize import TITLE_SEPARATOR, ChartSpec, title_lines
 from tests import test_explorer_browser as first_suite
-from tests.postgres_server import free_port
 from tests.test_explorer_browser import ROOT, choose, control, eventually, headers
 from warehouse.db import make_engine
 
@@ -339,33 +336,18 @@ def test_missing_sqlite_file_is_reported_not_created(tmp_path: Path, browser) ->
     missing = tmp_path / "nowhere" / "census.db"
     port = free_port()
     env = serve_environment(DATABASE_URL=f"sqlite:///{missing}", EXPLORER_WARM_BROWSER="0")
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            serve_command(port, address="127.0.0.1"), env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30):
-                    break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-                time.sleep(0.3)
+    server = ServerProcess(serve_command(port, address="127.0.0.1"), port, env=env, log=tmp_path / "serve.log")
+    with server:
         context = browser.new_context()
         page = context.new_page()
-        page.goto(f"http://127.0.0.1:{port}/app")
+        page.goto(f"{server.base_url}/app")
         message = page.get_by_text(re.compile("does not exist"))
         message.wait_for()
         assert str(missing) in message.inner_text()
         assert page.get_by_text(re.compile("holds no people")).count() == 0
         context.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert not missing.exists() and not missing.parent.exists()
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in server.output
 
 
 def test_explorer_engine_is_read_only(sqlite_census_url: str, tmp_path: Path) -> None:

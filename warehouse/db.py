@@ -92,5 +92,10 @@ def _is_permanent(reason: str) -> bool:
     lowered = reason.lower()
     return any(
         marker in lowered
-        for marker in ("password authentication failed", "does not exist", "unable to open database file")
+        for marker in (
+            "password authentication failed",
+            "does not exist",
+            "unable to open database file",
+            "readonly database",  # a SQLite file this user may not write
+        )
     )

@@ -101,6 +101,9 @@ class Load(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source_name: Mapped[str] = mapped_column(String(512))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # sha256 of the rows as cleaned (see loaders.upload.RowDigest): the same data
+    # re-saved with other line endings, spacing or compression has the same digest.
+    rows_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     rows_read: Mapped[int] = mapped_column(Integer, default=0)
     rows_loaded: Mapped[int] = mapped_column(Integer, default=0)
     rows_rejected: Mapped[int] = mapped_column(Integer, default=0)

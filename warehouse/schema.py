@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, inspect, select
 from warehouse.config import get_settings, resolve_database_url
 from warehouse.db import DatabaseUnavailable, describe, make_engine, wait_for_database
 from warehouse.domain import CATEGORIES, EDUCATION_LEVELS
-from warehouse.models import DIMENSIONS, Base, Education
+from warehouse.models import DIMENSIONS, Base, Education, Load
 
 
 def seed_dimensions(connection: Connection) -> None:
@@ -37,8 +37,22 @@ def seed_dimensions(connection: Connection) -> None:
 def create_schema(engine: Engine) -> None:
     """Create whatever is missing and seed the dimensions; safe to run again."""
     with engine.begin() as connection:
-        Base.metadata.create_all(connection, checkfirst=True)
-        seed_dimensions(connection)
+        create_schema_on(connection)
+
+
+def create_schema_on(connection: Connection) -> None:
+    """create_schema inside the caller's transaction (the loader's, under its lock)."""
+    Base.metadata.create_all(connection, checkfirst=True)
+    add_missing_columns(connection)
+    seed_dimensions(connection)
+
+
+def add_missing_columns(connection: Connection) -> None:
+    """Columns added to a table after databases were built with it: create_all
+    makes missing tables only. Each is nullable, so old rows stay valid."""
+    existing = {column["name"] for column in inspect(connection).get_columns(Load.__tablename__)}
+    if "rows_digest" not in existing:
+        connection.exec_driver_sql(f'ALTER TABLE "{Load.__tablename__}" ADD COLUMN rows_digest VARCHAR(64)')
 
 
 def schema_exists(engine: Engine) -> bool:
