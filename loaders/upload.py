@@ -18,6 +18,7 @@ import csv
 import gc
 import hashlib
 import io
+import logging
 import re
 import shutil
 import sqlite3
@@ -878,6 +879,10 @@ def main(argv: list[str] | None = None) -> int:
 
     url = resolve_database_url(args.db, args.url)
     where = describe(url)
+    # When the server goes away midway, SQLAlchemy's pool logs the failed rollback
+    # with a traceback; failure() already reports the server's reason in one line.
+    logging.getLogger("sqlalchemy.pool").addHandler(logging.NullHandler())
+    logging.getLogger("sqlalchemy.pool").propagate = False
     engine: Engine | None = None
     try:
         if not args.source.exists():

@@ -231,7 +231,7 @@ RENDERED = {
     "heatmap": (ChartSpec("heatmap", "education", "race", "population"), ["Rect"], "Education", "Race",
                 "Population represented (sum of fnlwgt) by education and race"),
     "line": (ChartSpec("line", "age", "income", "mean_hours"), ["Line", "Line"], "Age", "Mean hours per week",
-             "Mean hours per week over age and income"),
+             "Mean hours per week over age, by income"),
 }  # fmt: skip
 
 
