@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from warehouse import columnar
+from warehouse import analytics
 from warehouse.db import DatabaseUnavailable, describe, make_engine
 from warehouse.domain import CATEGORIES, COLUMN_TITLES
 from warehouse.query import (
@@ -137,6 +137,6 @@ class CensusService:
         try:
             with self.engine.connect() as connection:
                 people = count_people(connection, PeopleFilter())
-                return True, people, columnar.is_current(connection), None
+                return True, people, analytics.is_current(connection), None
         except (SQLAlchemyError, DBAPIError, DatabaseUnavailable, OSError) as error:
             return False, None, None, _reason(error)

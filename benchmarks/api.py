@@ -217,7 +217,7 @@ def throughput(args: argparse.Namespace, db: Path) -> None:
 
 
 def wait_for_snapshot(http: httpx.Client, api: str, timeout_s: float = 120.0) -> float:
-    """Steady state is what is measured: the API builds its columnar snapshot on a
+    """Steady state is what is measured: the API builds its analytic copy on a
     background thread after start-up (about 2 s per million people), and requests
     meanwhile answer in SQL while sharing the CPU with the build."""
     started = time.perf_counter()

@@ -18,7 +18,7 @@ import param
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from warehouse import columnar, query
+from warehouse import analytics, query
 from warehouse.config import get_settings
 from warehouse.db import DatabaseUnavailable, describe, make_engine
 from warehouse.query import PeopleFilter
@@ -37,7 +37,7 @@ def engine_for(url: str) -> Engine:
             engine = _engines[url] = make_engine(url)
             # Counts, charts and histograms read the in-memory snapshot; build it
             # now rather than in the first visitor's request (2 s per million people).
-            columnar.warm_up_in_background(engine)
+            analytics.warm_up_in_background(engine)
         return engine
 
 

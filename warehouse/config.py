@@ -32,7 +32,7 @@ class Settings:
     api_port: int
     explorer_port: int
     git_commit: str
-    # Largest person table aggregated in memory (warehouse.columnar); 0 disables it.
+    # Largest person table copied into the analytic engine (warehouse.analytics); 0 disables it.
     columnar_max_rows: int
 
 
@@ -66,7 +66,7 @@ def get_settings() -> Settings:
         api_port=_int("API_PORT", 8000),
         explorer_port=_int("EXPLORER_PORT", 5006),
         git_commit=os.environ.get("GIT_COMMIT", "unknown"),
-        columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 5_000_000),
+        columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 20_000_000),
     )
 
 
