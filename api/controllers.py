@@ -43,7 +43,7 @@ from api.schemas import (
     Stats,
 )
 from api.services import CensusService
-from warehouse.contract import ATTRIBUTES, CATEGORY_ATTRIBUTES, MEASURES, RANGE_QUERY_PARAMS, UNKNOWN_PARAM
+from warehouse.contract import ATTRIBUTES, CATEGORY_FILTER_COLUMNS, MEASURES, RANGE_QUERY_PARAMS, UNKNOWN_PARAM
 from warehouse.domain import CATEGORIES
 from warehouse.filters import PeopleFilter, parse_whole_number
 
@@ -98,9 +98,9 @@ def _people_filter(request: Request, **values: Any) -> PeopleFilter:
             low, high = ranges.get(column, (None, None))
             ranges[column] = (values[name], high) if end == "min" else (low, values[name])
     categories = {
-        a.name: tuple(dict.fromkeys(None if v.value == UNKNOWN_PARAM else v.value for v in values[a.name]))
-        for a in CATEGORY_ATTRIBUTES
-        if values.get(a.name)
+        column: tuple(dict.fromkeys(None if v.value == UNKNOWN_PARAM else v.value for v in values[column]))
+        for column in CATEGORY_FILTER_COLUMNS
+        if values.get(column)
     }
     return PeopleFilter(ranges=ranges, categories=categories)
 
@@ -114,10 +114,9 @@ def _provider_signature() -> inspect.Signature:
         parameters.append(
             inspect.Parameter(name, keyword, default=None, annotation=Annotated[int | None, _bound(name)])
         )
-    for attribute in CATEGORY_ATTRIBUTES:
-        enum = CATEGORY_ENUMS[attribute.name]
-        annotation = Annotated[list[enum] | None, _category(attribute.name)]  # type: ignore[valid-type]
-        parameters.append(inspect.Parameter(attribute.name, keyword, default=None, annotation=annotation))
+    for column in CATEGORY_FILTER_COLUMNS:
+        annotation = Annotated[list[CATEGORY_ENUMS[column]] | None, _category(column)]  # type: ignore[valid-type]
+        parameters.append(inspect.Parameter(column, keyword, default=None, annotation=annotation))
     return inspect.Signature(parameters, return_annotation=PeopleFilter)
 
 

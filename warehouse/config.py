@@ -34,6 +34,12 @@ class Settings:
     git_commit: str
     # Largest person table copied into the analytic engine (warehouse.analytics); 0 disables it.
     columnar_max_rows: int
+    # The explorer starts its export browser this many seconds after start-up (0: at once) ...
+    explorer_warm_delay_s: float
+    # ... unless this is off (EXPLORER_WARM_BROWSER=0).
+    explorer_warm_browser: bool
+    # Where the notebook writes insights.json.
+    insights_path: Path
 
 
 def _int(name: str, default: int) -> int:
@@ -67,6 +73,9 @@ def get_settings() -> Settings:
         explorer_port=_int("EXPLORER_PORT", 5006),
         git_commit=os.environ.get("GIT_COMMIT", "unknown"),
         columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 20_000_000),
+        explorer_warm_delay_s=_float("EXPLORER_WARM_DELAY", 4.0),
+        explorer_warm_browser=os.environ.get("EXPLORER_WARM_BROWSER", "1").strip() != "0",
+        insights_path=Path(os.environ.get("INSIGHTS_PATH", "").strip() or PROJECT_ROOT / "insights.json"),
     )
 
 

@@ -132,10 +132,39 @@ ATTRIBUTES: Final[dict[str, Attribute]] = {
         ),
     )
 }
-RANGE_ATTRIBUTES: Final = tuple(a for a in ATTRIBUTES.values() if a.kind == "range")
+# The order filters are offered in (the explorer's panel) and described in (titles,
+# file names): the most asked-for first. Attributes not listed follow in declaration order.
+FILTER_ORDER: Final = (
+    "age",
+    "hours_per_week",
+    "education_num",
+    "capital_gain",
+    "capital_loss",
+    "fnlwgt",
+    "gender",
+    "race",
+    "marital_status",
+    "education",
+    "workclass",
+    "occupation",
+    "relationship",
+    "native_country",
+    "income",
+)
+
+
+def in_filter_order(names: tuple[str, ...]) -> tuple[str, ...]:
+    listed = [name for name in FILTER_ORDER if name in names]
+    return (*listed, *(name for name in names if name not in FILTER_ORDER))
+
+
+RANGE_ATTRIBUTES: Final = tuple(
+    ATTRIBUTES[name] for name in in_filter_order(tuple(a.name for a in ATTRIBUTES.values() if a.kind == "range"))
+)
 CATEGORY_ATTRIBUTES: Final = tuple(a for a in ATTRIBUTES.values() if a.kind == "category")
 RANGE_COLUMNS: Final = tuple(a.name for a in RANGE_ATTRIBUTES)
 CATEGORY_COLUMNS: Final = tuple(a.name for a in CATEGORY_ATTRIBUTES)
+CATEGORY_FILTER_COLUMNS: Final = in_filter_order(CATEGORY_COLUMNS)  # filters' order: the API's, the panel's
 # Query-string stems of the range bounds: the API and the explorer's URL share them.
 RANGE_PARAMS: Final[dict[str, str]] = {a.name: a.param for a in RANGE_ATTRIBUTES if a.param}
 # Every scalar (one value) filter parameter, with the range attribute it bounds.

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select
 from warehouse.contract import (
     ATTRIBUTES,
     CATEGORY_COLUMNS,
+    CATEGORY_FILTER_COLUMNS,
     PERSON,
     RANGE_COLUMNS,
     RANGE_PARAMS,
@@ -142,7 +143,7 @@ class PeopleFilter:
                     raise QueryError(f"{RANGE_PARAMS[column]}_{end}", f"{value} is outside {lowest}..{highest}")
         categories = {
             column: tuple(dict.fromkeys(UNKNOWN if v == UNKNOWN_PARAM else v for v in params[column]))
-            for column in CATEGORY_COLUMNS
+            for column in CATEGORY_FILTER_COLUMNS
             if params.get(column)
         }
         return cls(ranges=ranges, categories=categories)
