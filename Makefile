@@ -42,6 +42,7 @@ run: browser-deps load
 
 test: system-deps venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 docker-test:
