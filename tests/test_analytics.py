@@ -211,12 +211,56 @@ def test_a_hand_written_update_is_not_seen_until_restart(sqlite_engine: Engine, 
         stale = aggregates.aggregate_people(connection, PeopleFilter(), [], ["mean_age"])
         fresh = aggregates.aggregate_people(connection, PeopleFilter(), [], ["mean_age"], run=plain_sql)
     assert stale == before and fresh[0]["mean_age"] == pytest.approx(before[0]["mean_age"] + 1)
+    # A restart alone reopens the shared file of the same version: still stale.
     restarted = make_engine(sqlite_engine.url.render_as_string(hide_password=False))  # a new process's engine
+    with restarted.connect() as connection:
+        assert aggregates.aggregate_people(connection, PeopleFilter(), [], ["mean_age"]) == before
+    # The documented remedy: discard the files (python -m warehouse.analytics --discard), then restart.
+    # (Both "processes" end here: DuckDB shares one open database per file within a process.)
+    for engine in (restarted, sqlite_engine):
+        analytics.cached(engine).close()  # type: ignore[union-attr]
+    restarted.dispose()
+    assert analytics.discard(sqlite_engine) == 1
+    restarted = make_engine(sqlite_engine.url.render_as_string(hide_password=False))
     try:
         with restarted.connect() as connection:
             assert aggregates.aggregate_people(connection, PeopleFilter(), [], ["mean_age"]) == fresh
     finally:
         restarted.dispose()
+
+
+@pytest.mark.postgres
+def test_processes_share_one_file_per_version(
+    empty_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first process writes the version's file; another opens it read-only
+    instead of copying again; a new upload's file replaces it."""
+    monkeypatch.setenv("ANALYTIC_DIR", str(tmp_path / "analytic"))
+    upload(empty_engine, _first_rows(tmp_path, 0, 40, "first.csv"), progress=False)
+    first = analytics.warm_up(empty_engine)
+    assert first is not None and first.path is not None and first.path.exists()
+    other = make_engine(empty_engine.url.render_as_string(hide_password=False))  # another process's engine
+    try:
+        with other.connect() as connection:
+            opened = analytics.build(connection)
+        assert opened.path == first.path and opened.rows == 40
+        assert opened.database.execute("SELECT count(*) FROM person").fetchone() == (40,)
+        opened.close()
+    finally:
+        other.dispose()
+    upload(empty_engine, _first_rows(tmp_path, 40, 100, "second.csv"), replace=True, progress=False)
+    second = analytics.warm_up(empty_engine)
+    assert second is not None and second.path != first.path and second.rows == 60
+    assert not first.path.exists()  # the older version's file is gone
+    assert [p.name for p in second.path.parent.glob("*.duckdb")] == [second.path.name]
+
+
+def test_a_read_only_directory_keeps_the_copy_in_memory(sqlite_engine: Engine, tmp_path: Path) -> None:
+    upload(sqlite_engine, _first_rows(tmp_path, 0, 20, "rows.csv"), progress=False)
+    with sqlite_engine.connect() as connection:
+        copy = analytics.build(connection, directory=Path("/proc"))  # not writable by anyone
+    assert copy.path is None and copy.rows == 20
+    copy.close()
 
 
 def test_a_request_does_not_wait_for_a_build_in_progress(sqlite_census_url: str) -> None:

@@ -8,8 +8,17 @@ few milliseconds. SQLite or PostgreSQL stays the system of record: pages of
 people, single persons and every write go there; the copy only ever aggregates.
 
 What is copied: `person` without its id and load (the 9 dimension keys and the
-6 numbers) and the 9 small dimension tables, under the same table and column
+5 numbers) and the 9 small dimension tables, under the same table and column
 names, so a statement built on `warehouse.models` runs on either engine.
+
+Where: one DuckDB *file* per version of the data, written by the first process
+that needs it and opened read-only by every other (API workers, explorers): a
+file is built once per upload, not once per process, and DuckDB keeps its
+compressed blocks (about 13 bytes per person) where an in-memory database holds
+about 41 (README "Figures"). For a SQLite database the file sits next to it
+(`census.db-analytic-<version>.duckdb`), for PostgreSQL in ANALYTIC_DIR. When
+the directory cannot be written (a read-only deployment) the copy is built in
+memory instead.
 The copy is fed through Python (batches of rows from the system of record's
 DBAPI cursor, as Arrow arrays, into DuckDB): it works the same for SQLite and
 PostgreSQL and needs no DuckDB extension (`INSTALL sqlite/postgres` downloads
@@ -24,17 +33,23 @@ is (it is rebuilt on the next use), never newer. One thread builds while the
 others answer in SQL. Above COLUMNAR_MAX_ROWS people no copy is held.
 The stamp's blind spot: a hand-written UPDATE of a person, or a DELETE that
 keeps the first and last id, is not seen (tests/test_analytics.py shows it);
-restart the servers after editing `person` by hand.
+after editing `person` by hand, run `python -m warehouse.analytics --discard`
+(deletes the files) and restart the servers.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import itertools
 import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, NamedTuple
 from weakref import WeakKeyDictionary
 
@@ -106,6 +121,7 @@ class AnalyticCopy:
     engine: Engine
     rows: int
     build_seconds: float
+    path: Path | None = None  # the shared file, None for an in-memory copy
 
     def execute(self, statement: Executable) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
@@ -123,8 +139,10 @@ def _duckdb_type(column: str) -> pa.DataType:
     return pa.int16() if RANGES[column][1] <= np.iinfo(np.int16).max else pa.int32()
 
 
-def build(connection: Connection, max_rows: int | None = None) -> AnalyticCopy:
-    """Copy the data `connection` sees into a new DuckDB database (not cached: see `current`).
+def build(connection: Connection, max_rows: int | None = None, directory: Path | None = None) -> AnalyticCopy:
+    """The copy of the data `connection` sees (not cached: see `current`): opened
+    from its shared file when one exists for this version, else built (into a new
+    shared file when `directory` can be written, else in memory).
 
     The stamp is read before the rows: an upload committed while they are read
     makes the copy look older than it is, never newer."""
@@ -132,14 +150,54 @@ def build(connection: Connection, max_rows: int | None = None) -> AnalyticCopy:
     stamp = read_stamp(connection)
     if max_rows is not None and stamp.rows > max_rows:
         raise CopyRefused(f"more than {max_rows:,} people (COLUMNAR_MAX_ROWS)")
-    database = duckdb.connect(":memory:", config={"threads": 2})
+    path = shared_path(connection.engine, stamp, directory)
+    if path is not None and path.exists():
+        return _open(stamp, duckdb.connect(str(path), read_only=True, config=_CONFIG), started, path)
+    if path is not None:
+        try:
+            return _build_file(connection, stamp, path, max_rows, started)
+        except (OSError, duckdb.IOException) as error:  # cannot write there: hold it in memory
+            logger.info("analytic copy kept in memory (%s cannot be written: %s)", path.parent, error)
+    database = duckdb.connect(":memory:", config=_CONFIG)
     try:
-        for model, _ in DIMENSIONS.values():
-            _copy_dimension(connection, database, model.__table__)
-        rows = _copy_people(connection, database, max_rows)
+        _fill(connection, database, max_rows)
     except BaseException:
         database.close()
         raise
+    return _open(stamp, database, started, None)
+
+
+_CONFIG: Final = {"threads": 2}
+
+
+def _fill(connection: Connection, database: duckdb.DuckDBPyConnection, max_rows: int | None) -> int:
+    for model, _ in DIMENSIONS.values():
+        _copy_dimension(connection, database, model.__table__)
+    return _copy_people(connection, database, max_rows)
+
+
+def _build_file(connection: Connection, stamp: Stamp, path: Path, max_rows: int | None, started: float) -> AnalyticCopy:
+    """Write the copy to a temporary file beside `path`, then rename it into place
+    (atomic: a reader sees a whole file or none; a concurrent builder's identical
+    file may win the race), and open it read-only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"{path.parent} is not writable")
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with duckdb.connect(str(temporary), config=_CONFIG) as database:
+            _fill(connection, database, max_rows)
+            database.execute("CHECKPOINT")
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+        Path(f"{temporary}.wal").unlink(missing_ok=True)
+    _discard_older(path)
+    return _open(stamp, duckdb.connect(str(path), read_only=True, config=_CONFIG), started, path)
+
+
+def _open(stamp: Stamp, database: duckdb.DuckDBPyConnection, started: float, path: Path | None) -> AnalyticCopy:
+    rows = int(database.execute("SELECT count(*) FROM person").fetchone()[0])  # type: ignore[index]
     engine = create_engine(
         "duckdb://",
         # One DuckDB database, one cursor (its own connection to it) per pooled connection.
@@ -148,7 +206,48 @@ def build(connection: Connection, max_rows: int | None = None) -> AnalyticCopy:
         pool_size=4,
         max_overflow=12,
     )
-    return AnalyticCopy(stamp, database, engine, rows, time.perf_counter() - started)
+    return AnalyticCopy(stamp, database, engine, rows, time.perf_counter() - started, path)
+
+
+def _file_stem(engine: Engine, directory: Path | None) -> Path | None:
+    """Where this database's copies live, as a path prefix; None: nowhere shared."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and directory is None:
+        database = Path(url.database)
+        return database.with_name(f"{database.name}-analytic")
+    where = directory or get_settings().analytic_dir
+    # Never the password: the name only tells databases apart.
+    digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:16]
+    return where / f"{url.get_backend_name()}-{digest}-analytic"
+
+
+def shared_path(engine: Engine, stamp: Stamp, directory: Path | None = None) -> Path | None:
+    """The shared file of one version of one database's data."""
+    stem = _file_stem(engine, directory)
+    if stem is None:
+        return None
+    version = "-".join(str(part if part is not None else "x") for part in stamp)
+    return stem.with_name(f"{stem.name}-{version}.duckdb")
+
+
+def _discard_older(path: Path) -> None:
+    """Remove the other versions' files of the same database (a process still
+    reading one keeps it open until it moves on: POSIX unlink semantics)."""
+    prefix = path.name.rsplit("-analytic-", 1)[0] + "-analytic-"
+    for other in path.parent.glob(f"{prefix}*.duckdb"):
+        if other != path:
+            other.unlink(missing_ok=True)
+
+
+def discard(engine: Engine, directory: Path | None = None) -> int:
+    """Delete every shared file of `engine`'s database (after a hand edit of person); how many."""
+    stem = _file_stem(engine, directory)
+    if stem is None:
+        return 0
+    files = list(stem.parent.glob(f"{stem.name}-*.duckdb"))
+    for path in files:
+        path.unlink(missing_ok=True)
+    return len(files)
 
 
 def _copy_dimension(connection: Connection, database: duckdb.DuckDBPyConnection, table: Any) -> None:
@@ -176,7 +275,7 @@ def _copy_people(connection: Connection, database: duckdb.DuckDBPyConnection, ma
             database.execute(f"CREATE TABLE person AS SELECT {restore} FROM arrow")
         else:
             database.execute(f"INSERT INTO person SELECT {restore} FROM arrow")
-    if count == 0:
+    if count == 0:  # no people: the table still exists, with the same types
         columns = ", ".join(
             f'"{c}" {"SMALLINT" if t == pa.int16() else "INTEGER"}' for c, t in zip(COPIED_COLUMNS, types)
         )
@@ -321,6 +420,23 @@ def run(connection: Connection, statement: Executable) -> list[dict[str, Any]]:
     return [dict(row) for row in connection.execute(statement).mappings()]
 
 
+def main(argv: list[str] | None = None) -> None:
+    from warehouse.config import resolve_database_url
+    from warehouse.db import make_engine
+
+    parser = argparse.ArgumentParser(description="The analytic copy's shared files.")
+    parser.add_argument("--discard", action="store_true", help="delete them (after editing person by hand)")
+    parser.add_argument("--db", choices=["sqlite", "postgres"])
+    parser.add_argument("--url")
+    args = parser.parse_args(argv)
+    engine = make_engine(resolve_database_url(args.db, args.url))
+    if args.discard:
+        print(f"deleted {discard(engine)} analytic file(s)")
+    else:
+        copy = warm_up(engine)
+        print(f"analytic copy: {copy.path if copy else 'none'}")
+
+
 def warm_up(engine: Engine) -> AnalyticCopy | None:
     """Build `engine`'s copy now (waiting for a build in progress), so the first
     request that needs it does not pay for it."""
@@ -341,3 +457,7 @@ def warm_up_in_background(engine: Engine) -> threading.Thread:
     thread = threading.Thread(target=warm, name="analytic-copy-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,8 @@ class Settings:
     explorer_warm_browser: bool
     # Where the notebook writes insights.json.
     insights_path: Path
+    # Where the analytic copy's files of a PostgreSQL database go (a SQLite file's go beside it).
+    analytic_dir: Path
 
 
 def _int(name: str, default: int) -> int:
@@ -76,6 +78,7 @@ def get_settings() -> Settings:
         explorer_warm_delay_s=_float("EXPLORER_WARM_DELAY", 4.0),
         explorer_warm_browser=os.environ.get("EXPLORER_WARM_BROWSER", "1").strip() != "0",
         insights_path=Path(os.environ.get("INSIGHTS_PATH", "").strip() or PROJECT_ROOT / "insights.json"),
+        analytic_dir=Path(os.environ.get("ANALYTIC_DIR", "").strip() or PROJECT_ROOT / "data" / "analytic"),
     )
 
 
