@@ -27,6 +27,7 @@ from warehouse.query import (
     aggregate_people,
     count_people,
     dimension_counts,
+    dimension_counts_many,
     fetch_people,
     get_person,
 )
@@ -114,11 +115,15 @@ class CensusService:
 
     def dimensions(self) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
-            return [self._dimension(connection, name, None) for name in CATEGORIES]
+            counts = dimension_counts_many(connection, list(CATEGORIES))  # two statements, not eighteen
+        return [self._shape(name, counts[name]) for name in CATEGORIES]
+
+    @classmethod
+    def _dimension(cls, connection: Any, name: str, people_filter: PeopleFilter | None) -> dict[str, Any]:
+        return cls._shape(name, dimension_counts(connection, name, people_filter))
 
     @staticmethod
-    def _dimension(connection: Any, name: str, people_filter: PeopleFilter | None) -> dict[str, Any]:
-        rows = dimension_counts(connection, name, people_filter)
+    def _shape(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         values = [
             {
                 "value": row["value"],

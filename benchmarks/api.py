@@ -291,11 +291,14 @@ def print_memory(api: str, people: int) -> None:
     fields = {}
     for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             fields[key] = int(value.split()[0]) * 1024
+    # RssFile is file-backed pages (SQLite's mmap of the database, the analytic
+    # file's reads): shared with every process through the page cache. RssAnon is
+    # the process's own memory.
     print(
-        f"API process memory: {fields['VmRSS'] / 1e6:.0f} MB resident, peak {fields['VmHWM'] / 1e6:.0f} MB "
-        f"({people:,} people)"
+        f"API process memory: {fields['VmRSS'] / 1e6:.0f} MB resident (own {fields['RssAnon'] / 1e6:.0f} MB, "
+        f"shared file pages {fields['RssFile'] / 1e6:.0f} MB), peak {fields['VmHWM'] / 1e6:.0f} MB ({people:,} people)"
     )
 
 
