@@ -314,7 +314,13 @@ def time_to_fresh_answers(http: httpx.Client, api: str, url: str, people: int) -
             [sys.executable, "-m", "loaders.upload", str(csv), "--url", url], cwd=ROOT, check=True, capture_output=True
         )
     committed = time.perf_counter()
-    while http.get(api + "/api/v1/stats", params={"measures": "people"}).json()["groups"][0]["people"] != people + 1000:
+    while True:
+        try:
+            answer = http.get(api + "/api/v1/stats", params={"measures": "people"}, timeout=600).json()
+        except httpx.TimeoutException:
+            continue
+        if answer["groups"][0]["people"] == people + 1000:
+            break
         time.sleep(0.05)
     fresh = time.perf_counter() - committed
     while not http.get(api + "/health").json().get("in_memory"):
