@@ -306,10 +306,11 @@ def time_to_fresh_answers(http: httpx.Client, api: str, url: str, people: int) -
     """Upload 1,000 more people while the API runs; time from the upload's commit
     (the loader's exit) to /stats counting them, and to the analytic copy being in use again."""
     with tempfile.TemporaryDirectory(prefix="census-fresh-") as work:
+        from benchmarks.synthetic import write_synthetic
+
         csv = Path(work) / "more.csv"
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks.synthetic", "1000", str(csv)], cwd=ROOT, check=True, capture_output=True
-        )
+        # A new seed each time: the same file again would be a no-op upload (same sha256).
+        write_synthetic(1000, csv, seed=time.time_ns() % 2**32)
         subprocess.run(
             [sys.executable, "-m", "loaders.upload", str(csv), "--url", url], cwd=ROOT, check=True, capture_output=True
         )
