@@ -57,6 +57,16 @@ def on_copy(connection: Connection, statement: Executable) -> list[dict[str, Any
     return copy.execute(statement)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def analytic_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """PostgreSQL copies' files go to ANALYTIC_DIR (default: data/analytic in the
+    repository): a temporary directory here, so tests leave nothing behind."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("analytic")
+        patch.setenv("ANALYTIC_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="module")
 def postgres_census_engine(postgres_census_url: str) -> Iterator[Engine]:
     engine = make_engine(postgres_census_url)
