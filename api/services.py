@@ -18,8 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from warehouse import analytics
+from warehouse.contract import column_title
 from warehouse.db import DatabaseUnavailable, describe, make_engine
-from warehouse.domain import CATEGORIES, COLUMN_TITLES
+from warehouse.domain import CATEGORIES
 from warehouse.query import (
     MEASURES,
     UNKNOWN_PARAM,
@@ -134,7 +135,7 @@ class CensusService:
         ]
         if not any(row["value"] is None for row in rows):
             values.append({"value": None, "param": UNKNOWN_PARAM, "people": 0})
-        return {"name": name, "title": COLUMN_TITLES[name], "values": values}
+        return {"name": name, "title": column_title(name), "values": values}
 
     def health(self) -> tuple[bool, int | None, bool | None, str | None]:
         """(answers, number of people, whether counts and aggregates come from the
