@@ -53,6 +53,7 @@ run: browser-deps load
 
 test: system-deps venv axe
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 docker-test:

@@ -3,8 +3,8 @@
 The engine is created once, at startup, and disposed at shutdown; each request
 borrows a pooled connection through `CensusService`. The API only reads.
 
-At startup a background thread builds the columnar snapshot /stats answers from
-(`warehouse.columnar`, about 2 s per 1,000,000 people), so the first /stats
+At startup a background thread builds the analytic copy /stats answers from
+(`warehouse.analytics`, DuckDB, a few seconds per 1,000,000 people), so the first /stats
 request does not pay for it; until it is ready, /stats answers in SQL.
 """
 
@@ -23,7 +23,7 @@ from api.controllers import DimensionsController, PeopleController, StatsControl
 from api.errors import EXCEPTION_HANDLERS, error_response
 from api.schemas import ErrorBody
 from api.services import CensusService, make_read_engine
-from warehouse import columnar
+from warehouse import analytics
 from warehouse.config import get_settings
 
 DESCRIPTION = """Query the census (UCI Adult) by filter parameters and get JSON.
@@ -60,7 +60,7 @@ def create_app(database_url: str | None = None) -> Litestar:
     async def database(app: Litestar) -> AsyncIterator[None]:
         service = CensusService(make_read_engine(url), url)
         app.state.census = service
-        columnar.warm_up_in_background(service.engine)
+        analytics.warm_up_in_background(service.engine)
         try:
             yield
         finally:

@@ -6,7 +6,8 @@ The filter parameters are declared once, on the `people_filter` dependency, so
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import inspect
+from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
 from anyio import to_thread
@@ -19,6 +20,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from api.schemas import (
+    CATEGORY_ENUMS,
     DEFAULT_LIMIT,
     FILTER_PARAMS,
     MAX_LIMIT,
@@ -29,96 +31,104 @@ from api.schemas import (
     DimensionName,
     Dimensions,
     DimensionValue,
-    Education,
     ErrorBody,
-    Gender,
     Group,
     GroupBy,
     Health,
-    Income,
-    MaritalStatus,
     Measure,
-    NativeCountry,
-    Occupation,
     PeopleField,
     PeoplePage,
     Person,
-    Race,
-    Relationship,
     SortKey,
     Stats,
-    Workclass,
 )
 from api.services import CensusService
+from warehouse.contract import ATTRIBUTES, CATEGORY_FILTER_COLUMNS, MEASURES, RANGE_QUERY_PARAMS, UNKNOWN_PARAM
 from warehouse.domain import CATEGORIES
-from warehouse.query import MEASURES, UNKNOWN, UNKNOWN_PARAM, PeopleFilter
+from warehouse.filters import PeopleFilter, parse_whole_number
 
 API_PREFIX = "/api/v1"
+# Parameters that take one whole number: given twice, or as 30.0 / 3e1, they are a 400 naming them.
+SCALAR_PARAMS: Final = frozenset({*RANGE_QUERY_PARAMS, "limit", "offset"})
 
 
-def _bound(name: str, what: str) -> Any:
+def _bound(name: str) -> Any:
+    """A range parameter's OpenAPI: bounds, the data dictionary, and the cross-field rule."""
+    column, end = RANGE_QUERY_PARAMS[name]
+    attribute = ATTRIBUTES[column]
     low, high = RANGE_BOUNDS[name]
-    end = "lowest" if name.endswith("_min") else "highest"
-    return Parameter(ge=low, le=high, description=f"The {end} {what} to include (inclusive).")
-
-
-def _category(column: str) -> Any:
+    stem = name.removesuffix(f"_{end}")
+    if end == "min":
+        which, rule = "lowest", f"Must not be greater than `{stem}_max` when both are given (else 400)."
+    else:
+        which, rule = "highest", f"Must not be less than `{stem}_min` when both are given (else 400)."
     return Parameter(
-        description=f"Only people whose {column.replace('_', ' ')} is one of these values "
-        f"(repeat the parameter for several; `{UNKNOWN_PARAM}` selects missing values).",
+        ge=low,
+        le=high,
+        # Litestar drops a falsy bound from the schema; state 0 explicitly (capital gain and loss).
+        schema_extra={"minimum": low, "maximum": high},
+        description=f"The {which} {attribute.title.lower()} to include (inclusive); one whole number, "
+        f"written as digits. {rule} {attribute.description}",
     )
 
 
-def provide_people_filter(
-    age_min: Annotated[int | None, _bound("age_min", "age")] = None,
-    age_max: Annotated[int | None, _bound("age_max", "age")] = None,
-    hours_min: Annotated[int | None, _bound("hours_min", "hours worked per week")] = None,
-    hours_max: Annotated[int | None, _bound("hours_max", "hours worked per week")] = None,
-    education_num_min: Annotated[int | None, _bound("education_num_min", "years of education")] = None,
-    education_num_max: Annotated[int | None, _bound("education_num_max", "years of education")] = None,
-    capital_gain_min: Annotated[int | None, _bound("capital_gain_min", "capital gain")] = None,
-    capital_gain_max: Annotated[int | None, _bound("capital_gain_max", "capital gain")] = None,
-    capital_loss_min: Annotated[int | None, _bound("capital_loss_min", "capital loss")] = None,
-    capital_loss_max: Annotated[int | None, _bound("capital_loss_max", "capital loss")] = None,
-    fnlwgt_min: Annotated[int | None, _bound("fnlwgt_min", "census weight")] = None,
-    fnlwgt_max: Annotated[int | None, _bound("fnlwgt_max", "census weight")] = None,
-    gender: Annotated[list[Gender] | None, _category("gender")] = None,  # type: ignore[valid-type]
-    race: Annotated[list[Race] | None, _category("race")] = None,  # type: ignore[valid-type]
-    marital_status: Annotated[list[MaritalStatus] | None, _category("marital_status")] = None,  # type: ignore[valid-type]
-    education: Annotated[list[Education] | None, _category("education")] = None,  # type: ignore[valid-type]
-    workclass: Annotated[list[Workclass] | None, _category("workclass")] = None,  # type: ignore[valid-type]
-    occupation: Annotated[list[Occupation] | None, _category("occupation")] = None,  # type: ignore[valid-type]
-    relationship: Annotated[list[Relationship] | None, _category("relationship")] = None,  # type: ignore[valid-type]
-    native_country: Annotated[list[NativeCountry] | None, _category("native_country")] = None,  # type: ignore[valid-type]
-    income: Annotated[list[Income] | None, _category("income")] = None,  # type: ignore[valid-type]
-) -> PeopleFilter:
+def _category(column: str) -> Any:
+    attribute = ATTRIBUTES[column]
+    return Parameter(
+        description=f"Only people whose {attribute.title.lower()} is one of these values "
+        f"(repeat the parameter for several; `{UNKNOWN_PARAM}` selects missing values). {attribute.description}",
+    )
+
+
+def _check_scalars(request: Request) -> None:
+    """Repeated or float-looking whole numbers are refused here: Litestar would take
+    the last of a repeated value, and parse 30.0, 3e1 or 1e1 as integers."""
+    for name in SCALAR_PARAMS:
+        values = request.query_params.getall(name, [])
+        if values:
+            parse_whole_number(name, values)
+
+
+def _people_filter(request: Request, **values: Any) -> PeopleFilter:
     """The query string's filter, validated by the query layer (e.g. min above max is a 400)."""
-    bounds = {
-        "age": (age_min, age_max),
-        "hours_per_week": (hours_min, hours_max),
-        "education_num": (education_num_min, education_num_max),
-        "capital_gain": (capital_gain_min, capital_gain_max),
-        "capital_loss": (capital_loss_min, capital_loss_max),
-        "fnlwgt": (fnlwgt_min, fnlwgt_max),
-    }
-    chosen = {
-        "gender": gender,
-        "race": race,
-        "marital_status": marital_status,
-        "education": education,
-        "workclass": workclass,
-        "occupation": occupation,
-        "relationship": relationship,
-        "native_country": native_country,
-        "income": income,
-    }
-    ranges = {column: pair for column, pair in bounds.items() if pair != (None, None)}
+    _check_scalars(request)
+    ranges: dict[str, tuple[int | None, int | None]] = {}
+    for name, (column, end) in RANGE_QUERY_PARAMS.items():
+        if values.get(name) is not None:
+            low, high = ranges.get(column, (None, None))
+            ranges[column] = (values[name], high) if end == "min" else (low, values[name])
     categories = {
-        column: tuple(dict.fromkeys(UNKNOWN if v.value == UNKNOWN_PARAM else v.value for v in values))
-        for column, values in chosen.items()
-        if values
+        column: tuple(dict.fromkeys(None if v.value == UNKNOWN_PARAM else v.value for v in values[column]))
+        for column in CATEGORY_FILTER_COLUMNS
+        if values.get(column)
     }
     return PeopleFilter(ranges=ranges, categories=categories)
+
+
+def _provider_signature() -> inspect.Signature:
+    """provide_people_filter's parameters, one per filter of the contract (Litestar
+    reads them for parsing and for the OpenAPI)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("request", keyword, annotation=Request)]
+    for name in RANGE_QUERY_PARAMS:
+        parameters.append(
+            inspect.Parameter(name, keyword, default=None, annotation=Annotated[int | None, _bound(name)])
+        )
+    for column in CATEGORY_FILTER_COLUMNS:
+        annotation = Annotated[list[CATEGORY_ENUMS[column]] | None, _category(column)]  # type: ignore[valid-type]
+        parameters.append(inspect.Parameter(column, keyword, default=None, annotation=annotation))
+    return inspect.Signature(parameters, return_annotation=PeopleFilter)
+
+
+def provide_people_filter(request: Request, **values: Any) -> PeopleFilter:
+    return _people_filter(request, **values)
+
+
+provide_people_filter.__signature__ = _provider_signature()  # type: ignore[attr-defined]
+provide_people_filter.__annotations__ = {
+    **{p.name: p.annotation for p in provide_people_filter.__signature__.parameters.values()},  # type: ignore[attr-defined]
+    "return": PeopleFilter,
+}
 
 
 def provide_service(state: State) -> CensusService:
@@ -207,6 +217,7 @@ class StatsController(Controller):
     @get(
         "/",
         summary="Measures per group of the people matching a filter",
+        description="Measures: " + "; ".join(f"`{name}`: {title}" for name, title in MEASURES.items()) + ".",
         responses=_responses(400, 503),
         opt={"query": FILTER_PARAMS | {"group_by", "measures"}},
         sync_to_thread=True,

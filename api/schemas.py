@@ -1,20 +1,33 @@
 """Request and response types: enums for the query string, msgspec Structs for JSON.
 
-The categorical parameters are Enums built from `warehouse.domain.CATEGORIES`
-(plus `unknown`, which selects missing values), so the OpenAPI schema lists
-exactly the values the query layer accepts and the two can never drift apart.
+Derived from the census contract (`warehouse.contract`): the categorical
+parameters are Enums of each attribute's categories (plus `unknown`, which
+selects missing values), `Person` has a field per attribute and `Group` a field
+per grouping and per measure, so the OpenAPI schema states exactly what the
+query layer accepts and returns, and a new attribute or measure appears here
+without an edit.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from warehouse.domain import CATEGORIES, RANGES
-from warehouse.query import GROUP_COLUMNS, MEASURES, PEOPLE_COLUMNS, RANGE_PARAMS, UNKNOWN_PARAM
+from warehouse.contract import (
+    ATTRIBUTES,
+    CATEGORY_ATTRIBUTES,
+    FILTER_PARAMS,
+    GROUP_COLUMNS,
+    GROUPINGS,
+    MEASURES_DECLARED,
+    RANGE_QUERY_PARAMS,
+    UNKNOWN_PARAM,
+)
+from warehouse.domain import CATEGORIES
+from warehouse.people import PEOPLE_COLUMNS
 
 
 def _values_enum(name: str, values: tuple[str, ...] | list[str]) -> type[Enum]:
@@ -22,36 +35,27 @@ def _values_enum(name: str, values: tuple[str, ...] | list[str]) -> type[Enum]:
     return Enum(name, [(value, value) for value in values], type=str, module=__name__)  # type: ignore[return-value]
 
 
-def _category_enum(name: str, column: str) -> type[Enum]:
-    return _values_enum(name, [*CATEGORIES[column], UNKNOWN_PARAM])
+def _component_name(column: str) -> str:
+    """'marital_status' -> 'MaritalStatus' (the OpenAPI component name)."""
+    return "".join(part.capitalize() for part in column.split("_"))
 
 
-# One Enum per categorical attribute (the names become OpenAPI component names).
-Workclass = _category_enum("Workclass", "workclass")
-Education = _category_enum("Education", "education")
-MaritalStatus = _category_enum("MaritalStatus", "marital_status")
-Occupation = _category_enum("Occupation", "occupation")
-Relationship = _category_enum("Relationship", "relationship")
-Race = _category_enum("Race", "race")
-Gender = _category_enum("Gender", "gender")
-NativeCountry = _category_enum("NativeCountry", "native_country")
-Income = _category_enum("Income", "income")
+# One Enum per categorical attribute, e.g. `Gender`, `MaritalStatus`, `Income`.
+CATEGORY_ENUMS: Final[dict[str, type[Enum]]] = {
+    a.name: _values_enum(_component_name(a.name), [*a.categories, UNKNOWN_PARAM]) for a in CATEGORY_ATTRIBUTES
+}
 
 PeopleField = _values_enum("PeopleField", PEOPLE_COLUMNS)
 SortKey = _values_enum("SortKey", [*PEOPLE_COLUMNS, *(f"-{c}" for c in PEOPLE_COLUMNS)])
 GroupBy = _values_enum("GroupBy", GROUP_COLUMNS)
-Measure = _values_enum("Measure", list(MEASURES))
+Measure = _values_enum("Measure", [m.name for m in MEASURES_DECLARED])
 DimensionName = _values_enum("DimensionName", list(CATEGORIES))
 
-# Query-string names of the filters, in documentation order.
-RANGE_QUERY_PARAMS: Final[tuple[str, ...]] = tuple(
-    f"{name}_{end}" for name in RANGE_PARAMS.values() for end in ("min", "max")
-)
-FILTER_PARAMS: Final[frozenset[str]] = frozenset({*RANGE_QUERY_PARAMS, *CATEGORIES})
 # Bounds of each range parameter, from the domain's allowed ranges.
 RANGE_BOUNDS: Final[dict[str, tuple[int, int]]] = {
-    f"{name}_{end}": RANGES[column] for column, name in RANGE_PARAMS.items() for end in ("min", "max")
+    name: ATTRIBUTES[column].bounds for name, (column, _) in RANGE_QUERY_PARAMS.items()
 }
+__all__ = ["FILTER_PARAMS"]  # re-exported for the controllers
 
 MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
@@ -60,26 +64,21 @@ MAX_OFFSET: Final = 1_000_000_000
 MAX_PERSON_ID: Final = 2_147_483_647  # person.id is a 32-bit INTEGER
 
 
-class Person(msgspec.Struct, kw_only=True):
-    """A person of the `people` view; only the columns asked for with `fields` are present.
-    Missing categorical values are `null`."""
+def _optional(python_type: type, nullable: bool) -> Any:
+    return (python_type | None | UnsetType) if nullable else (python_type | UnsetType)  # type: ignore[operator]
 
-    id: int | UnsetType = UNSET
-    age: int | UnsetType = UNSET
-    workclass: str | None | UnsetType = UNSET
-    fnlwgt: int | UnsetType = UNSET
-    education: str | None | UnsetType = UNSET
-    education_num: int | None | UnsetType = UNSET
-    marital_status: str | None | UnsetType = UNSET
-    occupation: str | None | UnsetType = UNSET
-    relationship: str | None | UnsetType = UNSET
-    race: str | None | UnsetType = UNSET
-    gender: str | None | UnsetType = UNSET
-    capital_gain: int | UnsetType = UNSET
-    capital_loss: int | UnsetType = UNSET
-    hours_per_week: int | UnsetType = UNSET
-    native_country: str | None | UnsetType = UNSET
-    income: str | None | UnsetType = UNSET
+
+# A person of the `people` view; only the columns asked for with `fields` are
+# present. Missing categorical values are `null`.
+Person = msgspec.defstruct(
+    "Person",
+    [
+        (a.name, _optional(a.python_type, a.kind == "category" or a.name == "education_num"), UNSET)
+        for a in ATTRIBUTES.values()
+    ],
+    kw_only=True,
+    module=__name__,
+)
 
 
 class PeoplePage(msgspec.Struct):
@@ -92,29 +91,17 @@ class PeoplePage(msgspec.Struct):
     items: list[Person]
 
 
-class Group(msgspec.Struct, kw_only=True):
-    """One group of /stats: its key(s) (only the `group_by` attributes are present,
-    `null` = missing) and the measures asked for."""
-
-    workclass: str | None | UnsetType = UNSET
-    education: str | None | UnsetType = UNSET
-    marital_status: str | None | UnsetType = UNSET
-    occupation: str | None | UnsetType = UNSET
-    relationship: str | None | UnsetType = UNSET
-    race: str | None | UnsetType = UNSET
-    gender: str | None | UnsetType = UNSET
-    native_country: str | None | UnsetType = UNSET
-    income: str | None | UnsetType = UNSET
-    age_band: str | UnsetType = UNSET
-    age: int | UnsetType = UNSET
-    hours_per_week: int | UnsetType = UNSET
-    education_num: int | UnsetType = UNSET
-    people: int | UnsetType = UNSET
-    share_over_50k: float | None | UnsetType = UNSET
-    population: int | None | UnsetType = UNSET
-    mean_age: float | None | UnsetType = UNSET
-    mean_hours: float | None | UnsetType = UNSET
-    mean_capital_gain: float | None | UnsetType = UNSET
+# One group of /stats: its key(s) (only the `group_by` attributes are present,
+# `null` = missing) and the measures asked for.
+Group = msgspec.defstruct(
+    "Group",
+    [
+        *((g.name, _optional(g.python_type, g.nullable), UNSET) for g in GROUPINGS.values()),
+        *((m.name, _optional(m.python_type, m.nullable), UNSET) for m in MEASURES_DECLARED),
+    ],
+    kw_only=True,
+    module=__name__,
+)
 
 
 class Stats(msgspec.Struct):
@@ -146,7 +133,7 @@ class Health(msgspec.Struct):
     backend: str
     commit: str
     people: int | None = None
-    # Counts and aggregates come from the in-memory columnar snapshot of the
+    # Counts and aggregates come from the analytic copy (DuckDB) of the
     # current data (false while it is built after start-up or an upload, or when
     # COLUMNAR_MAX_ROWS turns it off: SQL answers then, more slowly).
     in_memory: bool | None = None

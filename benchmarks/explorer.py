@@ -78,15 +78,15 @@ def bench_filters(url: str, label: str, target: float) -> float:
     from explorer.filters import FilterPanel
     from explorer.store import DataStore, clear_cache
     from explorer.visualize import ChartSpec, VisualizeView
-    from warehouse import columnar
+    from warehouse import analytics
 
     store = DataStore(url)
     if not store.check():
         raise SystemExit(store.message)
     print(f"{label}: {store.people_total:,} people ({url})")
-    # Steady state is measured: the server builds the columnar snapshot once, in
+    # Steady state is measured: the server builds the analytic copy once, in
     # the background, when it first opens the database.
-    built = timed(lambda: columnar.warm_up(store.engine))
+    built = timed(lambda: analytics.warm_up(store.engine))
     print(f"{label}: in-memory snapshot ready after {built:.2f} s more")
     view = VisualizeView(store, FilterPanel())
     samples: list[float] = []

@@ -11,7 +11,6 @@ the page shows a banner saying what to do, never a traceback.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -54,9 +53,11 @@ def warm_image_export() -> None:
             return
         _warm_started = True
 
+    settings = get_settings()
+
     def warm() -> None:
-        time.sleep(float(os.environ.get("EXPLORER_WARM_DELAY", "4")))  # let the first page load first
-        if os.environ.get("EXPLORER_WARM_BROWSER", "1") != "0":
+        time.sleep(settings.explorer_warm_delay_s)  # let the first page load first
+        if settings.explorer_warm_browser:
             exporter().warm_up()
 
     threading.Thread(target=warm, name="warm-image-export", daemon=True).start()

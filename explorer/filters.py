@@ -8,6 +8,9 @@
     filters.people_filter   # -> warehouse.query.PeopleFilter
 
 A range left at its full extent and an empty multi-select do not filter.
+The widgets come from the census contract (`warehouse.contract`): one range
+slider per range attribute, one multi-select per categorical attribute, in the
+contract's order, so a new attribute appears here without an edit.
 """
 
 from __future__ import annotations
@@ -18,25 +21,24 @@ from typing import Any, Final
 import panel as pn
 import param
 
-from warehouse.domain import CATEGORIES, NULLABLE_COLUMNS, RANGES
-from warehouse.query import UNKNOWN, PeopleFilter, column_title
-
-UNKNOWN_LABEL: Final = "Unknown"
-
-# The attributes the panel offers, in the order shown.
-RANGE_FILTERS: Final = ("age", "hours_per_week", "education_num", "capital_gain")
-CATEGORY_FILTERS: Final = (
-    "gender",
-    "race",
-    "marital_status",
-    "education",
-    "workclass",
-    "occupation",
-    "relationship",
-    "native_country",
-    "income",
+from warehouse.contract import (
+    ATTRIBUTES,
+    CATEGORY_COLUMNS,
+    RANGE_COLUMNS,
+    UNKNOWN,
+    UNKNOWN_LABEL,
+    column_title,
+    in_filter_order,
 )
-RANGE_STEPS: Final = {"age": 1, "hours_per_week": 1, "education_num": 1, "capital_gain": 100}
+from warehouse.domain import CATEGORIES, NULLABLE_COLUMNS, RANGES
+from warehouse.filters import PeopleFilter
+
+__all__ = ["CATEGORY_FILTERS", "RANGE_FILTERS", "UNKNOWN_LABEL", "FilterPanel", "category_options"]
+
+# The attributes the panel offers, in the order shown: every one the contract declares.
+RANGE_FILTERS: Final = in_filter_order(RANGE_COLUMNS)
+CATEGORY_FILTERS: Final = in_filter_order(CATEGORY_COLUMNS)
+RANGE_STEPS: Final = {column: ATTRIBUTES[column].step for column in RANGE_FILTERS}
 
 
 def category_options(column: str) -> list[str]:
@@ -59,20 +61,9 @@ def _category_param(column: str) -> param.ListSelector:
 class FilterPanel(pn.viewable.Viewer):
     """Ranges for numbers, multi-selects for categories; `people_filter` is the result."""
 
-    age = _range_param("age")
-    hours_per_week = _range_param("hours_per_week")
-    education_num = _range_param("education_num")
-    capital_gain = _range_param("capital_gain")
-
-    gender = _category_param("gender")
-    race = _category_param("race")
-    marital_status = _category_param("marital_status")
-    education = _category_param("education")
-    workclass = _category_param("workclass")
-    occupation = _category_param("occupation")
-    relationship = _category_param("relationship")
-    native_country = _category_param("native_country")
-    income = _category_param("income")
+    # One parameter per attribute of the contract (a class body's namespace is a plain dict).
+    locals().update({column: _range_param(column) for column in RANGE_FILTERS})
+    locals().update({column: _category_param(column) for column in CATEGORY_FILTERS})
 
     people_filter = param.ClassSelector(
         class_=PeopleFilter, constant=True, doc="The warehouse filter these widgets describe (read-only)."

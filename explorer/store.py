@@ -1,24 +1,24 @@
 """The explorer's data store: one place where the views ask the warehouse questions.
 
-Every question goes through `warehouse.query` (the SQL runs in the database; no
-view loads a whole table). Engines are shared per database URL across sessions,
-and answers that many views ask again (counts, aggregates, table sizes) are
-cached for a short time, keyed by the filter's query-string form.
+Every question goes through `warehouse.query` (the SQL runs in the database or
+its analytic copy; no view loads a whole table). Engines are shared per database
+URL across sessions, and answers that many views ask again (counts, aggregates,
+table sizes) are cached for a short time with Panel's `pn.cache` (TTL and LRU),
+keyed by the database URL, the question and the filter's query-string form.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
+import panel as pn
 import param
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from warehouse import columnar, query
+from warehouse import analytics, query
 from warehouse.config import get_settings
 from warehouse.db import DatabaseUnavailable, describe, make_engine
 from warehouse.query import PeopleFilter
@@ -37,45 +37,41 @@ def engine_for(url: str) -> Engine:
             engine = _engines[url] = make_engine(url)
             # Counts, charts and histograms read the in-memory snapshot; build it
             # now rather than in the first visitor's request (2 s per million people).
-            columnar.warm_up_in_background(engine)
+            analytics.warm_up_in_background(engine)
         return engine
 
 
-def filter_key(people_filter: PeopleFilter) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def filter_key(people_filter: PeopleFilter) -> FilterKey:
     """A hashable, order-independent key for a filter (its query-string form)."""
     return tuple(sorted((name, tuple(values)) for name, values in people_filter.to_params().items()))
 
 
-class _TTLCache:
-    """A small thread-safe LRU cache whose entries expire after `ttl` seconds, so a
-    new upload shows up without restarting the server."""
-
-    def __init__(self, size: int = 256, ttl: float = 30.0) -> None:
-        self.size, self.ttl = size, ttl
-        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_compute(self, key: Any, compute: Callable[[], Any]) -> Any:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None and now - hit[0] < self.ttl:
-                self._items.move_to_end(key)
-                return hit[1]
-        value = compute()
-        with self._lock:
-            self._items[key] = (now, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+# Entries expire so that a new upload shows up without restarting the server.
+CACHE_TTL_S: Final = 30.0
+CACHE_ITEMS: Final = 256
+FilterKey = tuple[tuple[str, tuple[str, ...]], ...]
 
 
-_cache = _TTLCache()
+@pn.cache(max_items=CACHE_ITEMS, ttl=CACHE_TTL_S, policy="LRU")
+def _answer(url: str, kind: str, key: Any) -> Any:
+    """One cached question. Arguments are plain strings and tuples (what pn.cache
+    hashes reliably); the filter travels as its query-string form."""
+    with engine_for(url).connect() as connection:
+        if kind == "tables":
+            return query.list_tables(connection)
+        if kind == "count_table":
+            return query.count_table(connection, key)
+        filter_params, *rest = key
+        people_filter = PeopleFilter.from_params(dict(filter_params))
+        if kind == "count":
+            return query.count_people(connection, people_filter)
+        if kind == "aggregate":
+            group_by, measures = rest
+            return query.aggregate_people(connection, people_filter, list(group_by), list(measures))
+        if kind == "value_counts":
+            column, by = rest
+            return query.value_counts(connection, people_filter, column, by)
+    raise ValueError(f"unknown question {kind!r}")
 
 
 class DataStore(param.Parameterized):
@@ -121,22 +117,11 @@ class DataStore(param.Parameterized):
 
     # -- questions, each through the query layer --
 
-    def _cached(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
-        return _cache.get_or_compute((self.url, kind, key), compute)
-
     def tables(self) -> list[tuple[str, str]]:
-        def compute() -> list[tuple[str, str]]:
-            with self.engine.connect() as connection:
-                return query.list_tables(connection)
-
-        return self._cached("tables", None, compute)
+        return _answer(self.url, "tables", None)  # type: ignore[no-any-return]
 
     def count_table(self, name: str) -> int:
-        def compute() -> int:
-            with self.engine.connect() as connection:
-                return query.count_table(connection, name)
-
-        return self._cached("count_table", name, compute)
+        return _answer(self.url, "count_table", name)  # type: ignore[no-any-return]
 
     def browse(
         self, name: str, columns: Sequence[str] | None, sort: str | None, limit: int, offset: int
@@ -149,27 +134,16 @@ class DataStore(param.Parameterized):
             return query.browse_table(connection, name, columns, sort, limit, offset)
 
     def count(self, people_filter: PeopleFilter) -> int:
-        def compute() -> int:
-            with self.engine.connect() as connection:
-                return query.count_people(connection, people_filter)
-
-        return self._cached("count", filter_key(people_filter), compute)
+        return _answer(self.url, "count", (filter_key(people_filter),))  # type: ignore[no-any-return]
 
     def aggregate(
         self, people_filter: PeopleFilter, group_by: Sequence[str], measures: Sequence[str]
     ) -> list[dict[str, Any]]:
-        def compute() -> list[dict[str, Any]]:
-            with self.engine.connect() as connection:
-                return query.aggregate_people(connection, people_filter, list(group_by), list(measures))
-
-        return self._cached("aggregate", (filter_key(people_filter), tuple(group_by), tuple(measures)), compute)
+        key = (filter_key(people_filter), tuple(group_by), tuple(measures))
+        return _answer(self.url, "aggregate", key)  # type: ignore[no-any-return]
 
     def value_counts(self, people_filter: PeopleFilter, column: str, by: str | None = None) -> list[dict[str, Any]]:
-        def compute() -> list[dict[str, Any]]:
-            with self.engine.connect() as connection:
-                return query.value_counts(connection, people_filter, column, by)
-
-        return self._cached("value_counts", (filter_key(people_filter), column, by), compute)
+        return _answer(self.url, "value_counts", (filter_key(people_filter), column, by))  # type: ignore[no-any-return]
 
     def fetch(
         self, people_filter: PeopleFilter, columns: Sequence[str] | None, limit: int = 10
@@ -186,4 +160,4 @@ class DataStore(param.Parameterized):
 
 
 def clear_cache() -> None:
-    _cache.clear()
+    _answer.clear()

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from explorer.filters import FilterPanel
 from explorer.store import DataStore
+from warehouse.contract import MEASURE_DEFS
 from warehouse.query import (
     AGE_BAND,
     CATEGORY_COLUMNS,
@@ -64,7 +65,8 @@ def attribute_title(name: str | None) -> str:
 
 
 def measure_title(measure: str) -> str:
-    return "Share earning >50K (%)" if measure == "share_over_50k" else MEASURES[measure]
+    definition = MEASURE_DEFS[measure]
+    return definition.axis_title or definition.title
 
 
 def x_choices(kind: str) -> list[str]:
@@ -216,7 +218,7 @@ def chart_data_and_total(store: DataStore, spec: ChartSpec, people_filter: Peopl
     rows = store.aggregate(people_filter, group_by, measures)
     frame = pd.DataFrame(rows, columns=[*group_by, *measures])
     total = int(frame["people"].sum())
-    if measure == "share_over_50k":
+    if MEASURE_DEFS[measure].percent:
         frame[measure] = frame[measure] * 100.0
     for column in group_by:
         if spec.kind == "line" and column == "age":

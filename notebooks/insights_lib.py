@@ -11,7 +11,6 @@ byte-identical) and that the tests can check on their own.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -190,9 +189,9 @@ def interval_chart(
 
 
 def insights_path() -> Path:
-    """Where the notebook writes insights.json: $INSIGHTS_PATH, else the repo root."""
-    raw = os.environ.get(INSIGHTS_ENV, "").strip()
-    return Path(raw) if raw else DEFAULT_INSIGHTS_PATH
+    """Where the notebook writes insights.json: $INSIGHTS_PATH, else the repo root
+    (read by warehouse.config, the one module that reads the environment)."""
+    return get_settings().insights_path
 
 
 def render_insights(insights: Mapping[str, str]) -> str:

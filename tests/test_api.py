@@ -430,6 +430,48 @@ def test_openapi_documents_every_parameter(client: TestClient) -> None:
         assert "503" in item["get"]["responses"], path
 
 
+def test_openapi_states_every_bound_and_the_cross_field_rule(client: TestClient) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    for path in (PEOPLE, STATS):
+        parameters = {p["name"]: p for p in schema["paths"][path]["get"]["parameters"]}
+        for name in ("capital_gain_min", "capital_gain_max", "capital_loss_min", "capital_loss_max"):
+            assert parameters[name]["schema"]["minimum"] == 0, (path, name)
+            assert parameters[name]["schema"]["maximum"] == 99_999, (path, name)
+        assert "`age_max`" in parameters["age_min"]["description"]
+        assert "`hours_min`" in parameters["hours_max"]["description"]
+        assert (
+            "fnlwgt" in parameters["fnlwgt_min"]["description"]
+            and "stands for" in parameters["fnlwgt_min"]["description"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "parameter"),
+    [
+        (PEOPLE, "age_min=30&age_min=40", "age_min"),
+        (STATS, "hours_max=40&hours_max=50", "hours_max"),
+        (PEOPLE, "limit=5&limit=6", "limit"),
+        (PEOPLE, "offset=0&offset=10", "offset"),
+        (PEOPLE, "age_min=30.0", "age_min"),
+        (PEOPLE, "age_min=3e1", "age_min"),
+        (STATS, "capital_gain_min=1e3", "capital_gain_min"),
+        (PEOPLE, "limit=1e1", "limit"),
+        (PEOPLE, "offset=1.0", "offset"),
+    ],
+)
+def test_repeated_and_float_looking_whole_numbers_are_refused(
+    client: TestClient, path: str, query: str, parameter: str
+) -> None:
+    body = assert_error(client.get(f"{path}?{query}"), 400, parameter)
+    assert parameter in body["detail"]
+
+
+def test_a_repeated_category_counts_once(client: TestClient) -> None:
+    once = client.get(STATS, params={"gender": "Female"}).json()
+    twice = client.get(f"{STATS}?gender=Female&gender=Female").json()
+    assert once["groups"] == twice["groups"]
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

@@ -32,8 +32,16 @@ class Settings:
     api_port: int
     explorer_port: int
     git_commit: str
-    # Largest person table aggregated in memory (warehouse.columnar); 0 disables it.
+    # Largest person table copied into the analytic engine (warehouse.analytics); 0 disables it.
     columnar_max_rows: int
+    # The explorer starts its export browser this many seconds after start-up (0: at once) ...
+    explorer_warm_delay_s: float
+    # ... unless this is off (EXPLORER_WARM_BROWSER=0).
+    explorer_warm_browser: bool
+    # Where the notebook writes insights.json.
+    insights_path: Path
+    # Where the analytic copy's files of a PostgreSQL database go (a SQLite file's go beside it).
+    analytic_dir: Path
     # Reliability flag of warehouse.stats: fewer people or a larger relative standard error
     # marks an estimate unreliable (NCHS presentation rule; see warehouse/stats.py).
     reliability_min_n: int = 30
@@ -70,7 +78,11 @@ def get_settings() -> Settings:
         api_port=_int("API_PORT", 8000),
         explorer_port=_int("EXPLORER_PORT", 5006),
         git_commit=os.environ.get("GIT_COMMIT", "unknown"),
-        columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 5_000_000),
+        columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 20_000_000),
+        explorer_warm_delay_s=_float("EXPLORER_WARM_DELAY", 4.0),
+        explorer_warm_browser=os.environ.get("EXPLORER_WARM_BROWSER", "1").strip() != "0",
+        insights_path=Path(os.environ.get("INSIGHTS_PATH", "").strip() or PROJECT_ROOT / "insights.json"),
+        analytic_dir=Path(os.environ.get("ANALYTIC_DIR", "").strip() or PROJECT_ROOT / "data" / "analytic"),
         reliability_min_n=_int("RELIABILITY_MIN_N", 30),
         reliability_max_rse=_float("RELIABILITY_MAX_RSE", 0.30),
     )

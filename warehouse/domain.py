@@ -159,23 +159,4 @@ NUMERIC_COLUMNS: Final = ("age", "fnlwgt", "education_num", "capital_gain", "cap
 CATEGORICAL_COLUMNS: Final = tuple(CATEGORIES)
 # Columns that may be missing in the source ('?'); every other column is required.
 NULLABLE_COLUMNS: Final = frozenset({"workclass", "occupation", "native_country"})
-
-# Human-readable names for headers, axis labels and API docs.
-COLUMN_TITLES: Final[dict[str, str]] = {
-    "id": "Person id",
-    "age": "Age",
-    "workclass": "Work class",
-    "fnlwgt": "Census weight (fnlwgt)",
-    "education": "Education",
-    "education_num": "Education years",
-    "marital_status": "Marital status",
-    "occupation": "Occupation",
-    "relationship": "Relationship",
-    "race": "Race",
-    "gender": "Gender",
-    "capital_gain": "Capital gain",
-    "capital_loss": "Capital loss",
-    "hours_per_week": "Hours per week",
-    "native_country": "Native country",
-    "income": "Income",
-}
+# Titles and descriptions of the columns: warehouse.contract (the census contract).
