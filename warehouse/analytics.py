@@ -213,7 +213,8 @@ def _file_stem(engine: Engine, directory: Path | None) -> Path | None:
     """Where this database's copies live, as a path prefix; None: nowhere shared."""
     url = engine.url
     if url.get_backend_name() == "sqlite" and url.database and directory is None:
-        database = Path(url.database)
+        # The explorer opens SQLite read-only as a URI (file:/path?mode=ro&uri=true).
+        database = Path(url.database.removeprefix("file:"))
         return database.with_name(f"{database.name}-analytic")
     where = directory or get_settings().analytic_dir
     # Never the password: the name only tells databases apart.
