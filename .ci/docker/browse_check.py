@@ -26,7 +26,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def driver_for(download_dir: str) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,1100"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1100",
+    ):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"download.default_directory": download_dir})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -1,17 +1,17 @@
 """HTTP traffic against the proxy's published port, for .ci/docker.sh (standard library only).
 
-    traffic.py loop BASE --rate 20 --max-seconds 600 --stop-file F --total N [--out F.json]
-        a bounded request loop alternating /api/v1/people (filtered) and /health
-        until the stop file exists (or max-seconds pass): counts sent and failed
-        requests (a failure: no answer, a status other than 200, or a people total
-        other than N), the commits /health reported and when each was first seen.
-    traffic.py bench BASE --seconds 10 --concurrency 8
-        requests per second of the filtered page query.
-    traffic.py replicas BASE --requests 60
-        the X-Served-By values of that many /api/v1/health answers.
-    traffic.py slow HOST PORT
-        a slow-header client, an oversized body and an oversized header: prints
-        how the proxy cut each off; exits 1 if any got through.
+traffic.py loop BASE --rate 20 --max-seconds 600 --stop-file F --total N [--out F.json]
+    a bounded request loop alternating /api/v1/people (filtered) and /health
+    until the stop file exists (or max-seconds pass): counts sent and failed
+    requests (a failure: no answer, a status other than 200, or a people total
+    other than N), the commits /health reported and when each was first seen.
+traffic.py bench BASE --seconds 10 --concurrency 8
+    requests per second of the filtered page query.
+traffic.py replicas BASE --requests 60
+    the X-Served-By values of that many /api/v1/health answers.
+traffic.py slow HOST PORT
+    a slow-header client, an oversized body and an oversized header: prints
+    how the proxy cut each off; exits 1 if any got through.
 """
 
 from __future__ import annotations
