@@ -192,7 +192,7 @@ else
                 sleep 2
             done
         done
-        echo "$svc: new replica(s) healthy: $(echo $new | cut -c1-80)"
+        echo "$svc: new replica(s) healthy: $(for id in $new; do printf '%s ' "${id:0:12}"; done)"
         # Switch: wait until the proxy sends traffic to every new replica.
         deadline=$(( $(date +%s) + 60 ))
         while :; do

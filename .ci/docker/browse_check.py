@@ -16,8 +16,7 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -38,9 +37,35 @@ def driver_for(download_dir: str) -> webdriver.Chrome:
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
+# Bokeh renders its widgets in shadow roots, which XPath and CSS selectors do
+# not enter: these scripts walk every shadow root.
+DEEP_TEXT = """
+const texts = [];
+const visit = (root) => {
+    texts.push(root.textContent || "");
+    root.querySelectorAll("*").forEach((el) => { if (el.shadowRoot) visit(el.shadowRoot); });
+};
+visit(document.body);
+return texts.join("\\n");
+"""
+DEEP_BUTTON = """
+const find = (root) => {
+    for (const el of root.querySelectorAll("button")) if (el.textContent.includes(arguments[0])) return el;
+    for (const el of root.querySelectorAll("*")) {
+        if (el.shadowRoot) { const found = find(el.shadowRoot); if (found) return found; }
+    }
+    return null;
+};
+return find(document.body);
+"""
+
+
 def text_appears(driver: webdriver.Chrome, text: str, seconds: float = 90) -> None:
-    xpath = f"//*[contains(text(), {text!r})]"
-    WebDriverWait(driver, seconds).until(ec.presence_of_element_located((By.XPATH, xpath)))
+    WebDriverWait(driver, seconds).until(lambda d: text in d.execute_script(DEEP_TEXT))
+
+
+def deep_button(driver: webdriver.Chrome, label: str, seconds: float = 60) -> WebElement:
+    return WebDriverWait(driver, seconds).until(lambda d: d.execute_script(DEEP_BUTTON, label))
 
 
 def main() -> int:
@@ -55,10 +80,7 @@ def main() -> int:
         print(f"browse: the Browse tab rendered through the proxy (footer shows {commit[:12]})")
         driver.get(url + "?tab=visualize")
         text_appears(driver, "people match")
-        button = WebDriverWait(driver, 60).until(
-            ec.element_to_be_clickable((By.XPATH, "//button[contains(., 'Download PNG')]"))
-        )
-        button.click()
+        driver.execute_script("arguments[0].click();", deep_button(driver, "Download PNG"))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             done = [p for p in Path(downloads).glob("*.png") if p.stat().st_size > 0]
