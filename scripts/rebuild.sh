@@ -219,8 +219,22 @@ else
             echo "$svc: old replica(s) stopped and removed"
         fi
     }
-    roll api "$(setting API_REPLICAS 1)"
-    roll explorer "$(setting EXPLORER_REPLICAS 1)"
+    # up_to_date SERVICE REPLICAS: as many replicas as wanted run, all on the image to deploy.
+    up_to_date() {
+        local ids id image
+        ids="$(running "$1")"
+        [ "$(echo "$ids" | grep -c . || true)" = "$2" ] || return 1
+        image="$(image_id "$app_image")"
+        for id in $ids; do [ "$(docker inspect -f '{{.Image}}' "$id")" = "$image" ] || return 1; done
+    }
+    for svc in api explorer; do
+        if [ "$svc" = api ]; then want="$(setting API_REPLICAS 1)"; else want="$(setting EXPLORER_REPLICAS 1)"; fi
+        if up_to_date "$svc" "$want"; then
+            step "$svc: $want replica(s) already run this image; nothing to replace"
+        else
+            roll "$svc" "$want"
+        fi
+    done
 fi
 docker compose ps
 
