@@ -33,8 +33,13 @@ def driver_for(download_dir: str) -> webdriver.Chrome:
         "--window-size=1500,1100",
     ):
         options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": download_dir})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": download_dir, "download.prompt_for_download": False}
+    )
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    # Headless Chromium saves downloads only when told where, through DevTools.
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": download_dir})
+    return driver
 
 
 # Bokeh renders its widgets in shadow roots, which XPath and CSS selectors do
@@ -80,6 +85,7 @@ def main() -> int:
         print(f"browse: the Browse tab rendered through the proxy (footer shows {commit[:12]})")
         driver.get(url + "?tab=visualize")
         text_appears(driver, "people match")
+        time.sleep(2)  # the chart follows the count
         driver.execute_script("arguments[0].click();", deep_button(driver, "Download PNG"))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -90,7 +96,9 @@ def main() -> int:
                 print(f"png: {done[0].name}, {len(data)} bytes, PNG signature {'ok' if ok else 'MISSING'}")
                 return 0 if ok else 1
             time.sleep(0.5)
-        print(f"png: no PNG downloaded within 90 s ({[p.name for p in Path(downloads).iterdir()]})")
+        page = " ".join(driver.execute_script(DEEP_TEXT).split())
+        hint = page[page.find("Download PNG") - 300 : page.find("Download PNG") + 300]
+        print(f"png: no PNG downloaded within 90 s ({[p.name for p in Path(downloads).iterdir()]}); page: {hint!r}")
         return 1
     except Exception as error:  # noqa: BLE001 - report any browser failure as one line
         print(f"browse check failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
