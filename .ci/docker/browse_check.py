@@ -55,7 +55,8 @@ return texts.join("\\n");
 """
 DEEP_BUTTON = """
 const find = (root) => {
-    for (const el of root.querySelectorAll("button")) if (el.textContent.includes(arguments[0])) return el;
+    // Panel's FileDownload listens on an <a> inside its <button>.
+    for (const el of root.querySelectorAll("a")) if (el.textContent.includes(arguments[0])) return el;
     for (const el of root.querySelectorAll("*")) {
         if (el.shadowRoot) { const found = find(el.shadowRoot); if (found) return found; }
     }
