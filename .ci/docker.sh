@@ -323,6 +323,8 @@ check "the proxy keeps an access log (docker compose logs proxy)" bash -c \
 check "an unknown API path still gets the API's JSON 404 through the proxy" \
     bash -c '[ "$(curl -s -o /dev/null -w "%{http_code}" "$1/api/v1/nope")" = 404 ]' _ "$api"
 check "slow-header and oversized requests are cut off by the proxy" traffic slow 127.0.0.1 "$PUBLISH_PORT"
+check "the proxy gives a browser its explorer stickiness cookie" \
+    bash -c 'curl -sS -D - -o /dev/null "$1/app" | grep -qi "^set-cookie: census_explorer=[0-9a-f]*; Path=/; HttpOnly"' _ "$explorer"
 
 bench_rate() { traffic bench "$api" --seconds 10 --concurrency 8 | python3 -c 'import json, sys; print(json.load(sys.stdin)["req_per_s"])'; }
 rate1="$(bench_rate || echo error)"
