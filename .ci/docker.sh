@@ -450,6 +450,27 @@ check "rows unchanged after the re-run" test "$(person_count)" = "$rows_before"
 check "the database volume still exists" docker volume inspect "${COMPOSE_PROJECT_NAME}_pgdata" >/dev/null
 
 
+header "a broken update (the new API exits at start) leaves the old version serving"
+sed -i '1i raise SystemExit("deliberately broken by the CI")' "$dev/api/__main__.py"
+gitc -C "$dev" commit -qam "a broken commit: the API exits at start"
+gitc -C "$dev" push -q origin main
+serving_image="$(docker image inspect -f '{{.Id}}' "$APP_IMAGE")"
+loop_start broken
+if run_rebuild --timeout 180 >"$work/broken.log" 2>&1; then
+    fail "rebuild.sh of a broken commit fails (it succeeded)"
+else
+    pass "rebuild.sh of a broken commit fails"
+fi
+grep -E '^rebuild.sh: error' "$work/broken.log" || tail -20 "$work/broken.log"
+sleep 2
+loop_stop broken
+check "zero failed requests during the broken update ($(loop_value broken failed) of $(loop_value broken sent))" \
+    test "$(loop_value broken failed)" = 0
+check "/health still reports the working commit" health_ok "$api/health" "$new_commit"
+check "APP_IMAGE still names the image that serves" test "$(docker image inspect -f '{{.Id}}' "$APP_IMAGE")" = "$serving_image"
+check "the broken replicas are gone (the proxy has the 2 working ones)" wait_servers api 2
+figure "broken update (rebuild.sh of a commit whose API exits): $(loop_value broken sent) requests sent, $(loop_value broken failed) failed"
+
 header "rebuild.sh --rollback under a request loop"
 loop_start rollback
 if run_rebuild --rollback --timeout 420 >"$work/rollback.log" 2>&1; then

@@ -107,7 +107,6 @@ if [ "$rollback" = 1 ]; then
     # undo: give the tags back if the new replicas never take over.
     undo() { docker tag "$current_id" "$app_image"; docker tag "$previous_id" "$previous_image"; }
 else
-    undo() { :; }
     if [ "$skip_pull" = 1 ]; then
         step "Skipping git pull (--skip-pull)"
     else
@@ -135,6 +134,12 @@ else
     fi
     GIT_COMMIT="$(git rev-parse HEAD)"
     old_id="$(image_id "$app_image")"
+    kept_id="$(image_id "$previous_image")"
+    # undo: a failed update leaves the tags as they were (APP_IMAGE = what serves).
+    undo() {
+        if [ -n "$old_id" ]; then docker tag "$old_id" "$app_image"; fi
+        if [ -n "$kept_id" ]; then docker tag "$kept_id" "$previous_image"; fi
+    }
     step "Building $app_image for commit ${GIT_COMMIT:0:12} (the old version keeps serving)"
     export GIT_COMMIT
     docker compose build || die "docker compose build failed (see the output above); the old version is still serving"
@@ -158,13 +163,13 @@ else
     # ---- rolling update ------------------------------------------------------
     step "Proxy and database up; the proxy re-reads docker/proxy/"
     docker compose up -d --wait --wait-timeout "$timeout" --no-deps db proxy \
-        || die "the database or the proxy is not healthy; nothing was switched"
-    proxy reload >/dev/null || die "the proxy rejects docker/proxy/nginx.conf (nginx -t above); the old version is still serving"
+        || { undo; die "the database or the proxy is not healthy; nothing was switched"; }
+    proxy reload >/dev/null || { undo; die "the proxy rejects docker/proxy/nginx.conf (nginx -t above); the old version is still serving"; }
 
     if [ "$rollback" = 0 ]; then
         step "Schema and data with the new image (loader), before any switch"
         docker compose run --rm --no-deps -T loader \
-            || die "the loader failed (output above); the old version is still serving"
+            || { undo; die "the loader failed (output above); the old version is still serving"; }
     fi
 
     # health ID: the container's state and health, e.g. "running healthy".
