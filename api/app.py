@@ -10,11 +10,12 @@ request does not pay for it; until it is ready, /stats answers in SQL.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -73,6 +74,8 @@ def create_app(database_url: str | None = None) -> Litestar:
         state=State({"git_commit": settings.git_commit, "database_url": url}),
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=reject_unknown_parameters,
+        # Which replica answered (its container hostname), for checks behind the proxy.
+        response_headers=[ResponseHeader(name="X-Served-By", value=socket.gethostname())],
         openapi_config=OpenAPIConfig(
             title="Census API",
             version="1.0.0",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build local stand-ins for python:3.11-slim and postgres:16 on a machine that
+# Build local stand-ins for python:3.11-slim, postgres:16 and nginx on a machine that
 # cannot reach Docker Hub:
 #   ci/debian-minbase:bookworm  debootstrap --variant=minbase bookworm + docker import
 #   ci/python:3.11-slim         python3 (3.11) + pip + venv, host CA certs, not externally managed
 #   ci/postgres:15              Debian postgresql-15 with an official-image-like entrypoint
+#   ci/nginx:1.22               Debian nginx (+ curl) for the reverse proxy (docker/proxy/proxy.sh)
 # Usage: bash .ci/docker/build-standins.sh   (needs root, dockerd running, debootstrap)
 # Set FORCE_STANDINS=1 to rebuild images that already exist.
 set -euo pipefail
@@ -12,6 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEBIAN_BASE="${DEBIAN_BASE:-ci/debian-minbase:bookworm}"
 PYTHON_STANDIN="${PYTHON_STANDIN:-ci/python:3.11-slim}"
 POSTGRES_STANDIN="${POSTGRES_STANDIN:-ci/postgres:15}"
+NGINX_STANDIN="${NGINX_STANDIN:-ci/nginx:1.22}"
 CA_DIR="${CA_DIR:-/usr/local/share/ca-certificates}"
 
 have_image() { [ "${FORCE_STANDINS:-0}" != 1 ] && docker image inspect "$1" >/dev/null 2>&1; }
@@ -63,7 +65,8 @@ mkdir -p "$ctx/ca"
 shopt -s nullglob
 for crt in "$CA_DIR"/*.crt; do cp "$crt" "$ctx/ca/"; done
 shopt -u nullglob
-cp "$here/python-standin.Dockerfile" "$here/postgres-standin.Dockerfile" "$here/postgres-entrypoint.sh" "$ctx/"
+cp "$here/python-standin.Dockerfile" "$here/postgres-standin.Dockerfile" "$here/postgres-entrypoint.sh" \
+    "$here/nginx-standin.Dockerfile" "$ctx/"
 
 # build_standin IMAGE DOCKERFILE: build IMAGE from the context unless it exists.
 build_standin() {
@@ -77,4 +80,5 @@ build_standin() {
 }
 build_standin "$PYTHON_STANDIN" python-standin.Dockerfile
 build_standin "$POSTGRES_STANDIN" postgres-standin.Dockerfile
+build_standin "$NGINX_STANDIN" nginx-standin.Dockerfile
 docker run --rm "$PYTHON_STANDIN" sh -c 'python --version && pip --version && python -c "import ssl, venv; print(ssl.get_default_verify_paths().cafile or \"\")"'
