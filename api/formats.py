@@ -107,9 +107,10 @@ def export_people(
     total = service.count(people_filter)
     batches = service.stream_people(people_filter, columns, sort, limit, offset) if offset < total else iter(())
     chunks = csv_chunks(batches, columns) if output is OutputFormat.csv else ndjson_chunks(batches)
-    headers = {"X-Total-Count": str(total)}
+    # Set here: Litestar would give a streamed answer the route's media type (JSON).
+    headers = {"x-total-count": str(total), "content-type": MEDIA_TYPES[output]}
     if output is OutputFormat.csv:
-        headers["Content-Disposition"] = 'attachment; filename="people.csv"'
+        headers["content-disposition"] = 'attachment; filename="people.csv"'
     return Stream(chunks, media_type=MEDIA_TYPES[output], headers=headers)
 
 

@@ -56,6 +56,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
         self.rejection: tuple[int, str] | None = None
+        self.closing = False  # an error was answered: what still arrives is discarded
 
     # --- the head deadline: armed while a request head is awaited
     def _arm_head_timer(self) -> None:
@@ -111,6 +112,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- errors as JSON
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -129,10 +132,17 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._reply(400, msg)
 
     def _reply(self, status: int, detail: str) -> None:
+        """Answer, then close gracefully: closing with unread input would reset the
+        connection and the client could lose the answer, so what the client still
+        sends is read and dropped for up to a second ("lingering close")."""
         self._cancel_head_timer()
-        if not self.transport.is_closing():
-            self.transport.write(error_bytes(status, detail))
-            self.transport.close()
+        if self.closing or self.transport.is_closing():
+            return
+        self.closing = True
+        self.transport.write(error_bytes(status, detail))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(1.0, self.transport.close)
 
 
 def _parser_reason(error: BaseException) -> str:
