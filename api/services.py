@@ -71,6 +71,13 @@ def make_read_engine(url: str, settings: Settings | None = None) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database).resolve()
 
+        if "immutable=1" in sqlite_read_only_uri(path):
+            log.warning(
+                "%s is in WAL mode in a directory this process may not write: opened immutable; "
+                "restart the API after an upload",
+                path.name,
+            )
+
         def connect() -> sqlite3.Connection:
             # check_same_thread: pooled across threads (one thread at a time).
             return sqlite3.connect(sqlite_read_only_uri(path), uri=True, check_same_thread=False)
