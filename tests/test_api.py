@@ -452,6 +452,7 @@ def test_openapi_documents_every_parameter(client: TestClient) -> None:
         "sort",
         "limit",
         "offset",
+        "format",
     }
     assert set(people) == expected
     assert people["limit"]["schema"]["minimum"] == 1 and people["limit"]["schema"]["maximum"] == 1000
