@@ -17,8 +17,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec import Operation
 from litestar.response import Stream
 
 from api.services import CensusService
@@ -117,9 +116,12 @@ def export_people(
 class ExportOperation(Operation):
     """The OpenAPI operation of /people: its 200 is JSON, CSV or NDJSON (by `format`/`Accept`)."""
 
-    def __post_init__(self) -> None:
-        success = (self.responses or {}).get("200")
-        if isinstance(success, OpenAPIResponse) and success.content is not None:
-            text = Schema(type=OpenAPIType.STRING)
-            success.content[MEDIA_TYPES[OutputFormat.csv]] = OpenAPIMediaType(schema=text)
-            success.content[MEDIA_TYPES[OutputFormat.ndjson]] = OpenAPIMediaType(schema=text)
+    def to_schema(self) -> dict[str, Any]:
+        # Added when the document is rendered: Litestar fills `responses` after construction.
+        schema = super().to_schema()
+        content = schema.get("responses", {}).get("200", {}).get("content")
+        if isinstance(content, dict):
+            text = {"schema": {"type": "string"}}
+            content[MEDIA_TYPES[OutputFormat.csv]] = text
+            content[MEDIA_TYPES[OutputFormat.ndjson]] = text
+        return schema
