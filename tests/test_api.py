@@ -137,7 +137,14 @@ def pg_client(postgres_census_url: str) -> Iterator[TestClient]:
 def live_api(sqlite_census_url: str) -> Iterator[str]:
     """`python -m api` as a real uvicorn server on a free port (as deployed)."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": sqlite_census_url, "API_PORT": str(port), "GIT_COMMIT": "live-test"}
+    # No access log: nobody reads the stderr pipe, and a full pipe would block the server.
+    env = {
+        **os.environ,
+        "DATABASE_URL": sqlite_census_url,
+        "API_PORT": str(port),
+        "GIT_COMMIT": "live-test",
+        "API_ACCESS_LOG": "0",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "api", "--log-level", "warning"],
         cwd=ROOT,
