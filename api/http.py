@@ -173,7 +173,8 @@ class DataGate:
                 headers = MutableScopeHeaders.from_message(message)
                 headers["etag"] = tag
                 headers["cache-control"] = self.cache_control
-                headers.add("vary", "Accept")
+                vary = headers.get("vary")  # gzip's "Accept-Encoding", when compressed
+                headers["vary"] = f"{vary}, Accept" if vary else "Accept"
             await send(message)
 
         await self.app(scope, receive, send_with_tag)
