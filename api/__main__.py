@@ -1,6 +1,10 @@
 """`python -m api`: serve the API with uvicorn on API_HOST:API_PORT (default 127.0.0.1:8000).
 
 python -m api [--host HOST] [--port PORT] [--workers N]
+
+The server is uvicorn on httptools and uvloop with the limits of `api.server`
+(request-head timeout and size, JSON errors) and a keep-alive timeout of
+API_KEEP_ALIVE seconds. The access log is the app's own (JSON, `api.access`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import argparse
 
 import uvicorn
 
+from api.server import HardenedHttpToolsProtocol
 from warehouse.config import get_settings
 
 
@@ -28,6 +33,11 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        http=HardenedHttpToolsProtocol,
+        loop="uvloop",
+        timeout_keep_alive=int(max(1, settings.api_keep_alive_s)),
+        # The app's own errors stay JSON; uvicorn's "Server" header says nothing useful.
+        server_header=False,
     )
 
 

@@ -10,6 +10,7 @@ import inspect
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
+import anyio
 from anyio import to_thread
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
@@ -19,6 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
+from api.formats import FORMAT_DESCRIPTION, ExportOperation, OutputFormat, chosen_format, export_people
 from api.schemas import (
     CATEGORY_ENUMS,
     DEFAULT_LIMIT,
@@ -160,9 +162,10 @@ class PeopleController(Controller):
 
     @get(
         "/",
-        summary="People matching a filter, a page at a time",
+        summary="People matching a filter, a page at a time (JSON), or all of them (CSV, NDJSON)",
         responses=_responses(400, 503),
-        opt={"query": FILTER_PARAMS | {"fields", "sort", "limit", "offset"}},
+        opt={"query": FILTER_PARAMS | {"fields", "sort", "limit", "offset", "format"}},
+        operation_class=ExportOperation,
         sync_to_thread=True,
     )
     def list_people(
@@ -178,10 +181,26 @@ class PeopleController(Controller):
             SortKey | None,  # type: ignore[valid-type]
             Parameter(description="Column to order by, `-` prefix for descending; ties by id. Default: id."),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="People per page.")] = DEFAULT_LIMIT,
+        limit: Annotated[
+            int | None,
+            Parameter(
+                ge=1,
+                le=MAX_LIMIT,
+                description=f"People per page (default {DEFAULT_LIMIT}). For `csv` and `ndjson`, when absent: "
+                "every matching person from `offset` on, streamed.",
+            ),
+        ] = None,
         offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description="How many matching people to skip.")] = 0,
+        format: Annotated[  # noqa: A002 (the query parameter's name)
+            OutputFormat | None,
+            Parameter(description=FORMAT_DESCRIPTION),
+        ] = None,
     ) -> PeoplePage:
         columns = list(dict.fromkeys(f.value for f in fields)) if fields else None
+        output = chosen_format(request, format)
+        if output is not OutputFormat.json:
+            return export_people(service, people_filter, columns, sort.value if sort else None, limit, offset, output)  # type: ignore[return-value]
+        limit = limit or DEFAULT_LIMIT
         total, rows = service.people_page(people_filter, columns, sort.value if sort else None, limit, offset)
         return PeoplePage(
             total=total,
@@ -297,7 +316,16 @@ def _dimension(data: dict[str, Any]) -> Dimension:
     opt={"query": frozenset()},
 )
 async def health(state: State, service: NamedDependency[CensusService]) -> Response[Health]:
-    answers, people, in_memory, reason = await to_thread.run_sync(service.health)
+    # Bounded: a locked table or a busy pool must not make the health check hang
+    # (the thread is abandoned; the statement timeout ends it later).
+    timeout = state.health_timeout_s
+    answered = None
+    with anyio.move_on_after(timeout):
+        answered = await to_thread.run_sync(service.health, abandon_on_cancel=True, limiter=state.health_limiter)
+    if answered is None:
+        busy = f"no answer within {timeout:g} s: the data is locked or every connection is busy"
+        answered = (False, None, None, busy)
+    answers, people, in_memory, reason = answered
     body = Health(
         status="ok" if answers else "unavailable",
         database=service.database,

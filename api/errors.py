@@ -3,7 +3,10 @@
 Validation errors from Litestar (a value that is not a number, not one of an
 enum's values, out of bounds) and `QueryError`s from the query layer (age_min
 above age_max, a duplicate group_by) both become 400s that name the parameter
-and say what is allowed. A database that does not answer is a 503, never a 500.
+and say what is allowed. A database that does not answer, is locked past the
+lock timeout, runs a query past the statement timeout or has no free connection
+is a 503 with `Retry-After`, never a 500; its detail says which, in words that
+name no host, port, role or path (the full reason goes to the log).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.schemas import (
     MAX_LIMIT,
@@ -29,6 +33,7 @@ from api.schemas import (
     PeopleField,
     SortKey,
 )
+from warehouse.config import get_settings
 from warehouse.db import DatabaseUnavailable
 from warehouse.domain import CATEGORIES
 from warehouse.query import UNKNOWN_PARAM, QueryError
@@ -103,19 +108,68 @@ def handle_query_error(_request: Request, exc: QueryError) -> Response[ErrorBody
 
 def handle_http_exception(_request: Request, exc: HTTPException) -> Response[ErrorBody]:
     extra = exc.extra if isinstance(exc.extra, dict) else {}
-    return error_response(
-        exc.status_code,
-        str(exc.detail),
-        extra.get("parameter"),
-        extra.get("allowed"),
-        headers=dict(exc.headers or {}),
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 429:
+        # Litestar's rate limiter says when the window resets; clients read Retry-After.
+        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
+        detail = "too many requests from this client; retry after the number of seconds in Retry-After"
+        return error_response(429, detail, headers=headers)
+    return error_response(exc.status_code, str(exc.detail), extra.get("parameter"), extra.get("allowed"), headers)
+
+
+# Known causes, by a fragment of the driver's message -> what a client may be told.
+_PUBLIC_REASONS: tuple[tuple[str, str], ...] = (
+    ("queuepool limit", "every database connection is busy"),
+    ("statement timeout", "the query took longer than the statement timeout"),
+    ("interrupted", "the query took longer than the statement timeout"),
+    ("lock timeout", "the data is locked (an upload or maintenance is running)"),
+    ("database is locked", "the data is locked (an upload or maintenance is running)"),
+    ("refused", "connection refused"),
+    ("timeout expired", "connecting timed out"),
+    ("timed out", "connecting timed out"),
+    ("could not translate host name", "the database host is unknown"),
+    ("authentication failed", "the database refused the credentials"),
+    ("no such table", "the database has no census tables"),
+    ("does not exist", "the database or a table does not exist"),
+    ("unable to open database file", "the database file cannot be opened"),
+    ("readonly database", "the database file cannot be read without writing"),
+    ("server closed the connection", "the connection to the database broke"),
+    ("terminating connection", "the connection to the database broke"),
+)
+
+
+def raw_reason(error: BaseException) -> str:
+    """The driver's first line, for the log."""
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def public_reason(error: BaseException) -> str:
+    """Why the database did not answer, without host, port, role or file path."""
+    lowered = raw_reason(error).lower()
+    for fragment, reason in _PUBLIC_REASONS:
+        if fragment in lowered:
+            return reason
+    return "the database did not answer"
+
+
+def retry_after_s() -> int:
+    """Seconds a client should wait before retrying a 503: a lock or a busy pool
+    clears on the scale of the configured waits."""
+    settings = get_settings()
+    return max(1, round(max(settings.api_lock_timeout_s, settings.api_db_pool_timeout_s)))
 
 
 def handle_database_error(request: Request, exc: Exception) -> Response[ErrorBody]:
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    log.warning("database error on %s: %s", request.url.path, reason[0] if reason else exc)
-    return error_response(503, f"the database did not answer: {reason[0] if reason else type(exc).__name__}")
+    log.warning(
+        "database error on %s (request %s): %s",
+        request.url.path,
+        request.scope.get("state", {}).get("request_id", "-"),
+        raw_reason(exc),
+    )
+    return error_response(
+        503, f"the database did not answer: {public_reason(exc)}", headers={"Retry-After": str(retry_after_s())}
+    )
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:
@@ -130,6 +184,8 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     # Could not connect, or the connection broke: the database is unavailable.
     # Any other database error is a bug and stays a logged 500.
     DatabaseUnavailable: handle_database_error,
+    # No free pooled connection within API_DB_POOL_TIMEOUT: busy, not broken.
+    PoolTimeout: handle_database_error,
     OperationalError: handle_database_error,
     InterfaceError: handle_database_error,
     Exception: handle_unexpected,

@@ -8,19 +8,29 @@ can never disagree about what a filter means.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from api.errors import public_reason, raw_reason
 from warehouse import analytics
+from warehouse.config import Settings, get_settings
 from warehouse.contract import column_title
-from warehouse.db import DatabaseUnavailable, describe, make_engine
+from warehouse.db import (
+    DatabaseUnavailable,
+    bound_query_time,
+    extend_deadline,
+    make_engine,
+    sqlite_read_only_uri,
+)
 from warehouse.domain import CATEGORIES
+from warehouse.models import Load
 from warehouse.query import (
     MEASURES,
     UNKNOWN_PARAM,
@@ -31,7 +41,10 @@ from warehouse.query import (
     dimension_counts_many,
     fetch_people,
     get_person,
+    select_people,
 )
+
+log = logging.getLogger("api")
 
 
 def _sqlite_read_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -47,29 +60,56 @@ def _sqlite_read_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-
     cursor.close()
 
 
-def make_read_engine(url: str) -> Engine:
-    """An engine for the API. SQLite files are opened read-write-but-never-create
-    (a mistyped path is an error, not a new empty database) and query-only."""
+def make_read_engine(url: str, settings: Settings | None = None) -> Engine:
+    """An engine for the API: read-only and time-bounded on both databases.
+
+    SQLite files are opened `mode=ro` (never created, never written; `immutable`
+    in a directory the API may not write, see `warehouse.db.sqlite_read_only_uri`)
+    and query-only. PostgreSQL sessions are read-only transactions. Statements end
+    within API_STATEMENT_TIMEOUT, lock waits within API_LOCK_TIMEOUT, and a
+    request waits API_DB_POOL_TIMEOUT at most for one of API_DB_POOL_SIZE
+    connections (plus 2 for the background snapshot build and /health)."""
+    settings = settings or get_settings()
+    pool = {
+        "pool_size": settings.api_db_pool_size,
+        "max_overflow": 2,
+        "pool_timeout": settings.api_db_pool_timeout_s,
+    }
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         path = Path(parsed.database).resolve()
 
+        if "immutable=1" in sqlite_read_only_uri(path):
+            log.warning(
+                "%s is in WAL mode in a directory this process may not write: opened immutable; "
+                "restart the API after an upload",
+                path.name,
+            )
+
         def connect() -> sqlite3.Connection:
-            # mode=rw: never create the file; check_same_thread: pooled across threads.
-            return sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False)
+            # check_same_thread: pooled across threads (one thread at a time).
+            return sqlite3.connect(sqlite_read_only_uri(path), uri=True, check_same_thread=False)
 
         # Not warehouse.db.make_engine: that one creates missing folders and sets WAL,
         # both writes; the API only reads.
-        engine = create_engine(url, creator=connect, pool_size=8, max_overflow=8)
+        engine = create_engine(url, creator=connect, **pool)  # type: ignore[arg-type]
         event.listen(engine, "connect", _sqlite_read_pragmas)
-        return engine
-    return make_engine(url, pool_size=8, max_overflow=8)
+    else:
+        engine = make_engine(url, **pool)
+    bound_query_time(engine, settings.api_statement_timeout_s, settings.api_lock_timeout_s)
+    return engine
 
 
-def _reason(error: BaseException) -> str:
-    original = getattr(error, "orig", None) or error
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
+def public_database(url: str) -> str:
+    """Which database, for /health: the backend and the database or file name only,
+    never a directory, host, port or role."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "unknown"
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite file {Path(parsed.database or '').name}"
+    return f"PostgreSQL database {parsed.database or ''}"
 
 
 class CensusService:
@@ -78,7 +118,7 @@ class CensusService:
     def __init__(self, engine: Engine, url: str) -> None:
         self.engine = engine
         self.url = url
-        self.database = describe(url)
+        self.database = public_database(url)
         self.backend = engine.dialect.name
 
     def dispose(self) -> None:
@@ -145,4 +185,42 @@ class CensusService:
                 people = count_people(connection, PeopleFilter())
                 return True, people, analytics.is_current(connection), None
         except (SQLAlchemyError, DBAPIError, DatabaseUnavailable, OSError) as error:
-            return False, None, None, _reason(error)
+            log.warning("health check: the database did not answer: %s", raw_reason(error))
+            return False, None, None, public_reason(error)
+
+    def data_version(self) -> tuple[int, int]:
+        """What identifies the data's current version: (latest load id, loads in use).
+        Every upload adds a load and --replace retires some, so either changes."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(func.coalesce(func.max(Load.id), 0), func.count(Load.id).filter(Load.status == "loaded"))
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def count(self, people_filter: PeopleFilter) -> int:
+        with self.engine.connect() as connection:
+            return count_people(connection, people_filter)
+
+    def stream_people(
+        self,
+        people_filter: PeopleFilter,
+        fields: Sequence[str] | None,
+        sort: str | None,
+        limit: int | None,
+        offset: int,
+        batch_size: int = 1000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Matching people in batches of `batch_size`, read through one streamed
+        cursor (memory bounded by one batch). Each batch gets a fresh statement
+        deadline, so an export of any size is bounded per batch, not in total."""
+        statement = select_people(people_filter, fields, sort, limit, offset)
+        timeout = get_settings().api_statement_timeout_s
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+            keys = list(result.keys())
+            while True:
+                extend_deadline(connection, timeout)
+                rows = result.fetchmany(batch_size)
+                if not rows:
+                    break
+                yield [dict(zip(keys, row, strict=True)) for row in rows]

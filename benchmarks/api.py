@@ -17,6 +17,13 @@
    from an upload's commit to fresh answers; the same on PostgreSQL
    (--million-url) and on 10,000,000 rows (--ten-million-db).
 
+3. CSV export of everyone (48,842 people): time, bytes, and the API process's
+   peak memory (VmHWM) before and after.
+4. gzip: bytes of a 1,000-row JSON page with and without `Accept-Encoding: gzip`.
+5. Overhead of the operators' features: req/s with metrics, a (never reached)
+   rate limit and the JSON access log on, against all three off (target: at most
+   10% slower).
+
 Everything runs on 127.0.0.1, and every server started here is stopped at the end.
 """
 
@@ -311,6 +318,66 @@ def time_to_fresh_answers(http: httpx.Client, api: str, url: str, people: int) -
     print(f"upload commit -> fresh /stats answer: {fresh:.2f} s; -> analytic copy in use again: {copied:.1f} s")
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def export_and_gzip(db: Path) -> None:
+    print(f"\n== CSV export and gzip on {db}")
+    port = free_port()
+    command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
+    with serve(command, port, "/health", {"DATABASE_URL": f"sqlite:///{db}"}) as api, httpx.Client(timeout=300) as http:
+        wait_for_snapshot(http, api)
+        pid = PROCESSES[api].pid
+        before = _peak_rss_mb(pid) if pid else float("nan")
+        started = time.perf_counter()
+        size = lines = 0
+        with http.stream("GET", api + "/api/v1/people?format=csv", headers={"Accept-Encoding": "identity"}) as r:
+            for chunk in r.iter_raw():
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+        elapsed = time.perf_counter() - started
+        after = _peak_rss_mb(pid) if pid else float("nan")
+        print(
+            f"CSV of everyone: {lines - 1:,} people, {size / 1e6:.1f} MB in {elapsed:.2f} s; "
+            f"API peak memory {before:.0f} MB before, {after:.0f} MB after (+{after - before:.0f} MB)"
+        )
+        page = api + "/api/v1/people?limit=1000"
+        plain = len(http.get(page, headers={"Accept-Encoding": "identity"}).content)
+        response = http.send(http.build_request("GET", page, headers={"Accept-Encoding": "gzip"}), stream=True)
+        zipped = len(b"".join(response.iter_raw()))
+        response.close()
+        print(f"1,000-row JSON page: {plain:,} bytes plain, {zipped:,} bytes gzip ({plain / zipped:.1f}x smaller)")
+
+
+def overhead(args: argparse.Namespace, db: Path) -> None:
+    load = wrk if shutil.which("wrk") and not args.python_load else python_load
+    print(f"\n== Metrics + rate limit + access log on vs off ({args.seconds} s each)")
+    results = {}
+    connections = int(str(args.connections).split(",")[0])
+    print(f"(at {connections} connections)")
+    for name, env in (
+        ("all off", {"API_METRICS": "0", "API_RATE_LIMIT": "0", "API_ACCESS_LOG": "0"}),
+        ("all on", {"API_METRICS": "1", "API_RATE_LIMIT": "100000000", "API_ACCESS_LOG": "1"}),
+    ):
+        port = free_port()
+        command = [sys.executable, "-m", "api", "--port", str(port), "--workers", str(args.workers)]
+        command += ["--log-level", "warning"]
+        with serve(command, port, "/health", {"DATABASE_URL": f"sqlite:///{db}", **env}) as api:
+            with httpx.Client(timeout=60) as http:
+                wait_for_snapshot(http, api)
+            results[name] = load(api + API_QUERY, args.seconds, connections, args.threads)
+        r = results[name]
+        p50 = r.get("p50_ms", float("nan"))
+        print(f"{name:8} {r['requests_per_s']:9.1f} req/s  p50 {p50:.1f} ms  non-2xx {r['errors']:.0f}")
+    ratio = results["all on"]["requests_per_s"] / results["all off"]["requests_per_s"]
+    print(f"on / off: {ratio:.2f} (target >= 0.90: {'met' if ratio >= 0.9 else 'MISSED'})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each load run")
@@ -328,9 +395,16 @@ def main(argv: list[str] | None = None) -> None:
         "--fresh-upload", action="store_true", help="after the latencies, time an upload's commit to fresh answers"
     )
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    parser.add_argument("--only-new", action="store_true", help="only the export, gzip and overhead figures")
     args = parser.parse_args(argv)
+    print(f"load average: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="census-api-bench-") as work:
         db = args.db or build_database(None, None, Path(work) / "census.db")
+        export_and_gzip(db.resolve())
+        overhead(args, db.resolve())
+        if args.only_new:
+            print(f"load average: {os.getloadavg()}")
+            return
         if not args.no_throughput:
             for connections in (int(c) for c in str(args.connections).split(",")):
                 throughput(argparse.Namespace(**{**vars(args), "connections": connections}), db.resolve())

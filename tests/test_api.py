@@ -115,7 +115,7 @@ def pg_client(postgres_census_url: str) -> Iterator[TestClient]:
 def live_api(sqlite_census_url: str) -> Iterator[str]:
     """`python -m api` as a real uvicorn server on a free port (as deployed)."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": sqlite_census_url, "API_PORT": str(port), "GIT_COMMIT": "live-test"}
+    env = {**os.environ, "DATABASE_URL": sqlite_census_url, "API_PORT": str(port), "GIT_COMMIT": "live-test", "API_ACCESS_LOG": "0"}
     command = [sys.executable, "-m", "api", "--log-level", "warning"]
     with ServerProcess(command, port, ready_path="/health", env=env, start_timeout_s=30) as api:
         yield api.base_url
@@ -410,6 +410,7 @@ def test_openapi_documents_every_parameter(client: TestClient) -> None:
         "sort",
         "limit",
         "offset",
+        "format",
     }
     assert set(people) == expected
     assert people["limit"]["schema"]["minimum"] == 1 and people["limit"]["schema"]["maximum"] == 1000

@@ -46,6 +46,22 @@ class Settings:
     # marks an estimate unreliable (NCHS presentation rule; see warehouse/stats.py).
     reliability_min_n: int = 30
     reliability_max_rse: float = 0.30
+    # The API's limits and HTTP features (README "The API"): defaults suit one
+    # small server; every one can be changed without a code change.
+    api_db_pool_size: int = 8  # connections per API process; also its handler thread limit
+    api_db_pool_timeout_s: float = 5.0  # wait for a free connection, then 503 + Retry-After
+    api_statement_timeout_s: float = 10.0  # longest query, then 503 + Retry-After
+    api_lock_timeout_s: float = 3.0  # longest wait for a table lock (PostgreSQL), then 503
+    api_health_timeout_s: float = 0.9  # /health answers within this, locked or not
+    api_rate_limit: int = 0  # requests per minute per client address; 0 = off
+    api_cors_origins: tuple[str, ...] = ()  # origins allowed by CORS; empty = CORS off
+    api_access_log: bool = True  # one JSON line per request on stderr
+    api_metrics: bool = True  # Prometheus /metrics
+    api_cache_max_age_s: int = 0  # Cache-Control max-age of data responses (ETag revalidates)
+    api_header_timeout_s: float = 10.0  # a request head must arrive within this (slowloris)
+    api_keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
+    api_max_url_bytes: int = 8192  # longer request target: 414
+    api_max_head_bytes: int = 16384  # larger request head: 431
 
 
 def _int(name: str, default: int) -> int:
@@ -68,6 +84,23 @@ def _float(name: str, default: float) -> float:
         raise SystemExit(f"environment variable {name}={raw!r} is not a number") from None
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"environment variable {name}={raw!r} is not one of 1/0, true/false, yes/no, on/off")
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise SystemExit(f"environment variable {name}={value!r} must be above 0")
+    return value
+
+
 def get_settings() -> Settings:
     """Read the environment now (not at import), so tests and CLIs can set it first."""
     return Settings(
@@ -85,6 +118,20 @@ def get_settings() -> Settings:
         analytic_dir=Path(os.environ.get("ANALYTIC_DIR", "").strip() or PROJECT_ROOT / "data" / "analytic"),
         reliability_min_n=_int("RELIABILITY_MIN_N", 30),
         reliability_max_rse=_float("RELIABILITY_MAX_RSE", 0.30),
+        api_db_pool_size=int(_positive("API_DB_POOL_SIZE", _int("API_DB_POOL_SIZE", 8))),
+        api_db_pool_timeout_s=_positive("API_DB_POOL_TIMEOUT", _float("API_DB_POOL_TIMEOUT", 5.0)),
+        api_statement_timeout_s=_positive("API_STATEMENT_TIMEOUT", _float("API_STATEMENT_TIMEOUT", 10.0)),
+        api_lock_timeout_s=_positive("API_LOCK_TIMEOUT", _float("API_LOCK_TIMEOUT", 3.0)),
+        api_health_timeout_s=_positive("API_HEALTH_TIMEOUT", _float("API_HEALTH_TIMEOUT", 0.9)),
+        api_rate_limit=max(0, _int("API_RATE_LIMIT", 0)),
+        api_cors_origins=tuple(o.strip() for o in os.environ.get("API_CORS_ORIGINS", "").split(",") if o.strip()),
+        api_access_log=_bool("API_ACCESS_LOG", True),
+        api_metrics=_bool("API_METRICS", True),
+        api_cache_max_age_s=max(0, _int("API_CACHE_MAX_AGE", 0)),
+        api_header_timeout_s=_positive("API_HEADER_TIMEOUT", _float("API_HEADER_TIMEOUT", 10.0)),
+        api_keep_alive_s=_positive("API_KEEP_ALIVE", _float("API_KEEP_ALIVE", 5.0)),
+        api_max_url_bytes=int(_positive("API_MAX_URL_BYTES", _int("API_MAX_URL_BYTES", 8192))),
+        api_max_head_bytes=int(_positive("API_MAX_HEAD_BYTES", _int("API_MAX_HEAD_BYTES", 16384))),
     )
 
 

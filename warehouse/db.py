@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -99,3 +100,79 @@ def _is_permanent(reason: str) -> bool:
             "readonly database",  # a SQLite file this user may not write
         )
     )
+
+
+# --------------------------------------------------------------------------- read-only, time-bounded readers
+
+
+def _sqlite_is_wal(path: Path) -> bool:
+    """Bytes 18-19 of a SQLite header are 2 in WAL mode (https://sqlite.org/fileformat.html)."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2
+
+
+def sqlite_read_only_uri(path: Path) -> str:
+    """A URI that opens `path` read-only without writing anything next to it.
+
+    `mode=ro` never creates or writes the file. A WAL-mode file (the loader's
+    mode) also needs its `-shm` index, which a reader must be able to create: in
+    a directory this process may not write, the file is opened `immutable`
+    instead (SQLite then takes no locks and assumes nobody writes the file, so
+    restart the readers after an upload there)."""
+    uri = f"file:{path}?mode=ro"
+    if _sqlite_is_wal(path) and not os.access(path.parent, os.W_OK):
+        uri += "&immutable=1"
+    return uri
+
+
+def bound_query_time(engine: Engine, statement_s: float, lock_s: float, *, read_only: bool = True) -> None:
+    """Every statement on `engine` ends within `statement_s` seconds.
+
+    PostgreSQL: `statement_timeout` and `lock_timeout` per session, and
+    read-only transactions. SQLite: a progress handler interrupts a statement past
+    its deadline (each fetch of a streamed result gets a fresh one), and a locked
+    file is waited for at most `lock_s` seconds (busy timeout)."""
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _postgres_limits(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET statement_timeout = %s", (f"{int(statement_s * 1000)}ms",))
+            cursor.execute("SET lock_timeout = %s", (f"{int(lock_s * 1000)}ms",))
+            if read_only:
+                cursor.execute("SET default_transaction_read_only = on")
+            cursor.close()
+            # psycopg2 opened a transaction for the SETs: commit, or the pool's
+            # reset would roll them back.
+            dbapi_connection.commit()
+
+        return
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_limits(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        deadline = [float("inf")]
+        record.info["deadline"] = deadline
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(lock_s * 1000)}")
+
+        def past_deadline() -> int:
+            return 1 if time.monotonic() > deadline[0] else 0  # non-zero interrupts the statement
+
+        dbapi_connection.set_progress_handler(past_deadline, 10_000)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _sqlite_deadline(connection, _cursor, _statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        extend_deadline(connection, statement_s)
+
+
+def extend_deadline(connection: Connection, seconds: float) -> None:
+    """Give the statement running on `connection` `seconds` more (SQLite; a no-op elsewhere).
+    Streaming exports call it before each batch, so a long export is bounded per batch."""
+    deadline = connection.connection.info.get("deadline")
+    if deadline is not None:
+        deadline[0] = time.monotonic() + seconds

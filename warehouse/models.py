@@ -167,6 +167,9 @@ class Person(Base):
         _range_check("hours_per_week"),
         # The most common API filter is gender plus an age range: one index serves both.
         Index("ix_person_gender_id_age", "gender_id", "age"),
+        # Ids are never reused: after --replace, an old /people/{id} link is a 404,
+        # never another person (PostgreSQL's sequence already never goes back).
+        {"sqlite_autoincrement": True},
     )
 
 
