@@ -879,10 +879,10 @@ def main(argv: list[str] | None = None) -> int:
 
     url = resolve_database_url(args.db, args.url)
     where = describe(url)
-    # When the server goes away midway, SQLAlchemy's pool logs the failed rollback
-    # with a traceback; failure() already reports the server's reason in one line.
-    logging.getLogger("sqlalchemy.pool").addHandler(logging.NullHandler())
-    logging.getLogger("sqlalchemy.pool").propagate = False
+    # The CLI speaks in one-line messages (failure() below). When the server goes
+    # away midway, libraries log the failed rollback with a traceback through
+    # logging's last-resort handler; a handler on the root logger keeps that off stderr.
+    logging.getLogger().addHandler(logging.NullHandler())
     engine: Engine | None = None
     try:
         if not args.source.exists():
