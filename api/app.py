@@ -35,7 +35,7 @@ from litestar.static_files import create_static_files_router
 
 from api.controllers import API_PREFIX, DimensionsController, PeopleController, StatsController, health, provide_service
 from api.errors import EXCEPTION_HANDLERS, error_response
-from api.http import DATABASE_INFO, POOL_IN_USE, DataGate, RequestLog
+from api.http import DATABASE_INFO, POOL_IN_USE, DataGate, HeadAsGet, RequestLog
 from api.schemas import ErrorBody
 from api.services import CensusService, make_read_engine
 from warehouse import analytics
@@ -54,6 +54,7 @@ Data responses carry a weak `ETag` tied to the data's version (send it back in
 A busy or locked database is a 503 with `Retry-After`, as is a query past the
 statement timeout; a client over the rate limit (when enabled) gets a 429 with
 `Retry-After`. Every response has an `X-Request-Id` (yours, if you send one).
+Every GET also answers HEAD: the same status and headers, no body.
 Interactive docs: `/schema/swagger` (served by the API itself, no CDN)."""
 
 SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
@@ -159,7 +160,7 @@ def create_app(database_url: str | None = None) -> Litestar:
     ]
     if settings.api_metrics:
         handlers.append(Metrics)
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         lifespan=[database],
@@ -188,3 +189,6 @@ def create_app(database_url: str | None = None) -> Litestar:
         ),
         debug=False,
     )
+    # HEAD answers as GET without the body, on every path (routing would say 405).
+    app.asgi_handler = HeadAsGet(app.asgi_handler)
+    return app

@@ -10,6 +10,8 @@
   from the data's version (the `load` table: every upload changes it) and the
   request (path, query, `Accept`), and `Cache-Control`; `If-None-Match` with the
   current tag is a 304 without running the query.
+- `HeadAsGet` (around the whole application, outside routing): HEAD is answered
+  as the same GET, with its status and headers and no body.
 """
 
 from __future__ import annotations
@@ -41,6 +43,42 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 DATABASE_INFO = Gauge("census_api_database", "The database the API reads (1 = in use)", ["backend", "database"])
 POOL_IN_USE = Gauge("census_api_db_connections_in_use", "Pooled database connections checked out")
 GATE_WAITING = Gauge("census_api_requests_waiting", "Requests waiting for a database slot")
+
+
+HEAD_FLAG = "head_request"  # in scope["state"]: the client asked HEAD (the app sees GET)
+
+
+class HeadAsGet:
+    """HEAD on any path is the GET of that path without its body (RFC 9110 9.3.2).
+
+    Litestar routes HEAD only to handlers declared for it (else 405) and does not
+    drop a GET handler's body, so this wraps the application's ASGI handler,
+    before routing: the app runs the GET (same status, headers, ETag, 304s,
+    Content-Length) and only the body is withheld. The server is still told it
+    is a HEAD (the original scope is not modified), so it expects no body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        as_get = {**scope, "method": "GET"}
+        as_get.setdefault("state", {})[HEAD_FLAG] = True  # type: ignore[typeddict-unknown-key]
+        finished = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal finished
+            if message["type"] == "http.response.body":
+                # One empty, final body; the rest of a streamed GET is dropped.
+                if not finished:
+                    finished = True
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send(message)
+
+        await self.app(as_get, receive, headers_only)  # type: ignore[arg-type]
 
 
 def request_id(scope: Scope) -> str:
@@ -89,7 +127,7 @@ class RequestLog:
                 {
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "request_id": rid,
-                    "method": scope.get("method"),
+                    "method": "HEAD" if scope.get("state", {}).get(HEAD_FLAG) else scope.get("method"),
                     "path": scope.get("path"),
                     "query": scope.get("query_string", b"").decode("latin-1"),
                     "status": status,  # 0: the client left before an answer
