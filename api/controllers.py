@@ -96,7 +96,8 @@ class ApiPeopleFilter(PeopleFilter):
 
     OpenAPI cannot state a rule across two parameters, so a request valid by the
     published schema must be answered (schemathesis checks it): the SQL
-    `BETWEEN low AND high` with low > high is simply false on every engine."""
+    `BETWEEN low AND high` with low > high is simply false on every engine.
+    (Handlers declare this exact type: Litestar's msgspec check refuses a subclass.)"""
 
     def __post_init__(self) -> None:
         ordered = {column: bounds for column, bounds in self.ranges.items() if not _reversed(bounds)}
@@ -108,7 +109,7 @@ def _reversed(bounds: tuple[int | None, int | None]) -> bool:
     return low is not None and high is not None and low > high
 
 
-def _people_filter(request: Request, **values: Any) -> PeopleFilter:
+def _people_filter(request: Request, **values: Any) -> ApiPeopleFilter:
     """The query string's filter, validated by the query layer (a reversed range matches nobody)."""
     _check_scalars(request)
     ranges: dict[str, tuple[int | None, int | None]] = {}
@@ -136,17 +137,17 @@ def _provider_signature() -> inspect.Signature:
     for column in CATEGORY_FILTER_COLUMNS:
         annotation = Annotated[list[CATEGORY_ENUMS[column]] | None, _category(column)]  # type: ignore[valid-type]
         parameters.append(inspect.Parameter(column, keyword, default=None, annotation=annotation))
-    return inspect.Signature(parameters, return_annotation=PeopleFilter)
+    return inspect.Signature(parameters, return_annotation=ApiPeopleFilter)
 
 
-def provide_people_filter(request: Request, **values: Any) -> PeopleFilter:
+def provide_people_filter(request: Request, **values: Any) -> ApiPeopleFilter:
     return _people_filter(request, **values)
 
 
 provide_people_filter.__signature__ = _provider_signature()  # type: ignore[attr-defined]
 provide_people_filter.__annotations__ = {
     **{p.name: p.annotation for p in provide_people_filter.__signature__.parameters.values()},  # type: ignore[attr-defined]
-    "return": PeopleFilter,
+    "return": ApiPeopleFilter,
 }
 
 
@@ -189,7 +190,7 @@ class PeopleController(Controller):
         self,
         request: Request,
         service: NamedDependency[CensusService],
-        people_filter: NamedDependency[PeopleFilter],
+        people_filter: NamedDependency[ApiPeopleFilter],
         fields: Annotated[
             list[PeopleField] | None,  # type: ignore[valid-type]
             Parameter(description="Columns to return (repeat for several); all when absent."),
@@ -263,7 +264,7 @@ class StatsController(Controller):
     def stats(
         self,
         service: NamedDependency[CensusService],
-        people_filter: NamedDependency[PeopleFilter],
+        people_filter: NamedDependency[ApiPeopleFilter],
         group_by: Annotated[
             list[GroupBy] | None,  # type: ignore[valid-type]
             Parameter(
@@ -309,7 +310,7 @@ class DimensionsController(Controller):
     def dimension(
         self,
         service: NamedDependency[CensusService],
-        people_filter: NamedDependency[PeopleFilter],
+        people_filter: NamedDependency[ApiPeopleFilter],
         name: Annotated[
             str,
             Parameter(
