@@ -101,6 +101,7 @@ class RequestLog:
         rid = given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid  # type: ignore[typeddict-item]
         started = time.perf_counter()
+        head = bool(scope["state"].get(HEAD_FLAG))  # type: ignore[typeddict-item]
         status = 0
         size = 0
 
@@ -109,7 +110,7 @@ class RequestLog:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = rid
-            elif message["type"] == "http.response.body":
+            elif message["type"] == "http.response.body" and not head:  # HEAD: HeadAsGet drops the body
                 size += len(message.get("body", b""))
             await send(message)
 

@@ -155,6 +155,28 @@ def test_request_ids_and_json_access_log(api: str, server_log: Path) -> None:
     assert entry["bytes"] == len(mine.content) and entry["ms"] >= 0 and entry["client"] == "127.0.0.1"
 
 
+def test_head_on_the_wire_is_the_get_head_and_nothing_more(api: str, server_log: Path) -> None:
+    """On one keep-alive connection: HEAD's answer ends after its head (the next
+    response follows at once), with GET's Content-Length; the log says HEAD, 0 bytes."""
+    get = httpx.get(f"{api}{PEOPLE}/7")
+    pair = b"HEAD /api/v1/people/7 HTTP/1.1\r\nHost: x\r\nX-Request-Id: head-7\r\n\r\n"
+    pair += b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = raw_exchange(api, pair)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert f"content-length: {get.headers['content-length']}".encode() in head.lower()
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:300]  # no body bytes between the two answers
+    for path in ("/health", f"{PEOPLE}?format=csv", f"{PEOPLE}?format=ndjson&gender=Female", f"{PEOPLE}/999999"):
+        assert httpx.head(f"{api}{path}", timeout=60).status_code == httpx.get(f"{api}{path}", timeout=60).status_code
+    deadline = time.monotonic() + 5
+    logged: list[dict[str, Any]] = []
+    while not logged and time.monotonic() < deadline:
+        lines = [json.loads(line) for line in server_log.read_text().splitlines() if line.startswith("{")]
+        logged = [line for line in lines if line["request_id"] == "head-7"]
+        time.sleep(0.1)
+    assert logged and logged[0]["method"] == "HEAD" and logged[0]["bytes"] == 0 and logged[0]["status"] == 200
+
+
 # --------------------------------------------------------------------------- formats
 
 
