@@ -7,6 +7,7 @@ settings, so a deployment is configured by environment variables alone.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,13 @@ class Settings:
     git_commit: str
     # Largest person table aggregated in memory (warehouse.columnar); 0 disables it.
     columnar_max_rows: int
+    # The explorer under concurrent use (README "Many analysts at once").
+    explorer_num_threads: int
+    explorer_chromium: str
+    explorer_chromedriver: str
+    explorer_image_browsers: int
+    explorer_render_timeout_s: float
+    explorer_export_dir: Path
 
 
 def _int(name: str, default: int) -> int:
@@ -67,6 +75,15 @@ def get_settings() -> Settings:
         explorer_port=_int("EXPLORER_PORT", 5006),
         git_commit=os.environ.get("GIT_COMMIT", "unknown"),
         columnar_max_rows=_int("COLUMNAR_MAX_ROWS", 5_000_000),
+        explorer_num_threads=_int("EXPLORER_NUM_THREADS", 8),
+        explorer_chromium=os.environ.get("EXPLORER_CHROMIUM", "").strip() or "/usr/bin/chromium",
+        explorer_chromedriver=os.environ.get("EXPLORER_CHROMEDRIVER", "").strip() or "/usr/bin/chromedriver",
+        explorer_image_browsers=max(1, _int("EXPLORER_IMAGE_BROWSERS", 2)),
+        explorer_render_timeout_s=_float("EXPLORER_RENDER_TIMEOUT", 20.0),
+        explorer_export_dir=Path(
+            os.environ.get("EXPLORER_EXPORT_DIR", "").strip()
+            or Path(tempfile.gettempdir()) / f"census-explorer-exports-{os.getuid()}"
+        ),
     )
 
 
