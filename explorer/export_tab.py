@@ -219,11 +219,11 @@ class ExportView(pn.viewable.Viewer):
         self._tmpdir = Path(tempfile.mkdtemp(prefix="explorer-exports-"))
         # The background export (streaming mode): button, progress, cancel, link.
         self.start_button = pn.widgets.Button(
-            label="Download", button_type="success", width=260, css_classes=["export-start"]
+            label="Download", color="success", width=260, css_classes=["export-start"]
         )
         self.start_button.on_click(self._start_job)
         self.cancel_button = pn.widgets.Button(
-            label="Cancel export", button_type="warning", width=140, visible=False, css_classes=["export-cancel"]
+            label="Cancel export", color="warning", width=140, visible=False, css_classes=["export-cancel"]
         )
         self.cancel_button.on_click(self._cancel_job)
         self.progress = pn.indicators.Progress(
