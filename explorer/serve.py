@@ -36,7 +36,9 @@ def serve_command(
     from localhost and 127.0.0.1 unless the caller names its own origins."""
     threads = get_settings().explorer_num_threads if num_threads is None else num_threads
     command = [sys.executable, "-m", "panel", "serve", str(APP), "--port", str(port)]
-    command += ["--num-threads", str(threads), "--plugins", "explorer.downloads"]
+    if threads > 0:  # 0: every callback on the event loop (Panel's default, for comparison)
+        command += ["--num-threads", str(threads)]
+    command += ["--plugins", "explorer.downloads"]
     command += [
         "--unused-session-lifetime",
         str(UNUSED_SESSION_LIFETIME_MS),
