@@ -429,5 +429,5 @@ class ExportView(pn.viewable.Viewer):
             for old in self._tmpdir.iterdir():
                 old.unlink(missing_ok=True)
             os.rmdir(self._tmpdir)
-        except OSError:
+        except (OSError, AttributeError):  # AttributeError: __init__ did not finish
             pass

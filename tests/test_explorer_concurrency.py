@@ -15,6 +15,7 @@ import re
 import subprocess
 import time
 import tracemalloc
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,6 +221,11 @@ def test_an_export_can_be_cancelled_and_leaves_no_file(server: str, new_page, ex
     page.get_by_role("button", name="Cancel export").click()
     expect(page.get_by_text("Export cancelled")).to_be_visible()
     seconds_until(lambda: not any(export_dir.iterdir()), limit=10)
+    # An unknown (or already downloaded) export is a 404 with a reason, not a 500.
+    missing = server.rsplit("/", 1)[0] + "/exports/" + "x" * 43
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(missing, timeout=30)
+    assert refused.value.code == 404
 
 
 def test_two_sessions_export_png_at_once(server: str, new_page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -293,3 +299,29 @@ def test_export_memory_does_not_grow_with_the_rows(large_url: str, export_dir: P
     # Four times the rows, about the same peak: bounded by the 10,000-row batch, not the file.
     assert large_peak < 1.25 * small_peak + 2_000_000, (small_peak, large_peak)
     assert large_peak < 40_000_000, large_peak
+
+
+def test_a_hung_render_is_cut_off_and_the_next_export_works() -> None:
+    from bokeh.models import CustomJS
+    from bokeh.plotting import figure
+    from PIL import Image
+
+    from explorer.image_export import ImageExporter, ImageExportError
+
+    def plot():  # type: ignore[no-untyped-def]
+        chart = figure(width=400, height=300)
+        chart.line([1, 2, 3], [3, 1, 2])
+        return chart
+
+    hung = plot()
+    hung.js_on_change("inner_width", CustomJS(code="while (true) {}"))  # the page never finishes drawing
+    exporter = ImageExporter(browsers=1, render_timeout_s=6)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ImageExportError, match="longer than 6 s to draw and was stopped"):
+            exporter.png(hung)
+        assert time.monotonic() - started < 30
+        image = Image.open(io.BytesIO(exporter.png(plot())))  # a fresh browser replaced the killed one
+        assert image.format == "PNG" and image.size == (400, 300)
+    finally:
+        exporter.close()
