@@ -408,6 +408,7 @@ def main() -> None:
         "--setups", default=",".join(SETUPS), help=f"server set-ups for --concurrency, of: {', '.join(SETUPS)}"
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the --concurrency run")
+    parser.add_argument("--analysts", type=int, default=8, help="pages changing a filter in the --concurrency run")
     args = parser.parse_args()
     large = args.large or ("sqlite:////tmp/explorer_1m.db" if Path("/tmp/explorer_1m.db").exists() else None)
     if args.concurrency:
@@ -416,7 +417,7 @@ def main() -> None:
         unknown = [s for s in args.setups.split(",") if s not in SETUPS]
         if unknown:
             raise SystemExit(f"unknown set-up {unknown[0]!r}: choose from {', '.join(SETUPS)}")
-        bench_concurrency(large, args.setups.split(","), seconds=args.seconds)
+        bench_concurrency(large, args.setups.split(","), analysts=args.analysts, seconds=args.seconds)
         return
 
     print(f"explorer benchmark on {os.cpu_count()} cores")
