@@ -3,7 +3,6 @@ sort run in SQL (`pagination="remote"`; only the shown page is ever fetched)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -95,9 +94,6 @@ class BrowseView(pn.viewable.Viewer):
         )
         self.column_picker.param.watch(self._columns_changed, "value")
         self.last_query_s = 0.0
-        # Callbacks run in worker threads (panel serve --num-threads): one refresh
-        # at a time per view, so pages cannot land out of order.
-        self._busy = threading.Lock()
         self._resetting = False
         self._reset_columns()
         self._refresh(page=1)
@@ -149,10 +145,6 @@ class BrowseView(pn.viewable.Viewer):
         return f"-{field}" if first.get("dir") == "desc" else field
 
     def _refresh(self, page: int) -> None:
-        with self._busy:
-            self._refresh_now(page)
-
-    def _refresh_now(self, page: int) -> None:
         columns = self.columns
         started = time.perf_counter()
         try:

@@ -63,11 +63,14 @@ def serve_environment(**variables: str) -> dict[str, str]:
 
 
 def ensure_worker_threads() -> None:
-    """Inside the server: when it was started without `--num-threads` (a bare
-    `panel serve explorer/app.py`, as in docker-compose.yml), start the pool of
-    EXPLORER_NUM_THREADS threads now, so callbacks still run off the event loop."""
+    """Inside the server: run every session's callbacks in worker threads, each
+    session's in order (explorer.session_pool). With `--num-threads N` the pool has
+    N threads; without (a bare `panel serve explorer/app.py`, as in
+    docker-compose.yml) EXPLORER_NUM_THREADS; 0 leaves callbacks on the event loop."""
     import panel as pn
 
-    threads = get_settings().explorer_num_threads
-    if pn.config.nthreads is None and threads > 0:
-        pn.config.nthreads = threads
+    from explorer.session_pool import install
+
+    threads = pn.config.nthreads if pn.config.nthreads else get_settings().explorer_num_threads
+    if threads > 0:
+        install(threads)

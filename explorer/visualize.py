@@ -3,7 +3,6 @@ query layer); pandas only shapes the few aggregated rows for HoloViews (Bokeh)."
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -422,9 +421,6 @@ class VisualizeView(pn.viewable.Viewer):
     def __init__(self, store: DataStore, filters: FilterPanel | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.store = store
-        # Callbacks run in worker threads (panel serve --num-threads): one chart
-        # update at a time per view, each reading the newest filter and spec.
-        self._busy = threading.Lock()
         self.filters = filters or FilterPanel()
         self._set_choices()
         self.filters.param.watch(lambda _event: self._update(), "people_filter")
@@ -463,8 +459,7 @@ class VisualizeView(pn.viewable.Viewer):
         if holder is not None:
             holder.loading = True
         try:
-            with self._busy:
-                self.result = make_chart(self.store, self.spec, self.filters.people_filter)
+            self.result = make_chart(self.store, self.spec, self.filters.people_filter)
         except SQLAlchemyError as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
             message = f"The database could not answer: {reason}. Reload the page to try again."

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import subprocess
+import threading
 import time
 import tracemalloc
 import urllib.error
@@ -326,3 +327,30 @@ def test_a_hung_render_is_cut_off_and_the_next_export_works() -> None:
         assert image.format == "PNG" and image.size == (400, 300)
     finally:
         exporter.close()
+
+
+def test_session_pool_keeps_each_sessions_order_and_runs_sessions_in_parallel() -> None:
+    from bokeh.document import Document
+
+    from explorer.session_pool import SessionOrderedPool
+
+    pool = SessionOrderedPool(4)
+    first, second = Document(), Document()
+    done: list[tuple[str, int]] = []
+    release = threading.Event()
+
+    def task(document: Document, name: str, number: int, wait: float) -> None:
+        if number == 0 and name == "first":
+            release.wait(10)  # the first session's first callback is slow
+        time.sleep(wait)
+        done.append((name, number))
+
+    futures = [pool.submit(task, first, "first", n, 0.05 * (5 - n)) for n in range(5)]
+    other = pool.submit(task, second, "second", 0, 0.0)
+    other.result(timeout=10)  # not held up by the first session's slow callback
+    assert done == [("second", 0)]
+    release.set()
+    for future in futures:
+        future.result(timeout=10)
+    assert [n for name, n in done if name == "first"] == [0, 1, 2, 3, 4]  # in order, though later ones are quicker
+    pool.shutdown()
