@@ -15,12 +15,24 @@ Figures:
 - Browse page turn (page fetched and sorted in SQL): < 200 ms;
 - PNG export with the browser warm: < 2.5 s;
 - page usable (Browse table shown) within 5 s of `panel serve` starting.
+
+Many analysts at once (issue 18; `--concurrency`, needs the large database):
+    python -m benchmarks.explorer --concurrency --large sqlite:///data/explorer_1m.db
+8 browser pages (one headless Chromium, each page its own server session) change
+the Age filter of the Visualize tab every second for 30 s while a 9th page exports
+every person as CSV. Per server set-up: median and 95th percentile from the change
+(set in the page) to the new chart in the page (its "N people match" text, polled
+every 10 ms in the page), the export's duration (click to file received) and the
+server's peak memory (VmHWM, every worker process), and memory per idle session.
+Goal: 95th percentile <= 1 s with the export running.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -47,7 +59,7 @@ FILTER_STEPS: list[dict[str, object]] = [
 ]
 CHARTS = [
     ("bar", "education", None, "people"),
-    ("stacked", "age_band", "race", "share_over_50k"),
+    ("stacked", "age_band", "race", "people"),
     ("line", "age", "gender", "mean_hours"),
     ("histogram", "hours_per_week", None, "people"),
     ("box", "age", "occupation", "people"),
@@ -171,6 +183,198 @@ def _page_usable_once(url: str) -> float:
     return usable
 
 
+# --------------------------------------------------------------------------- many analysts at once
+
+# Server set-ups compared: (name, extra environment, command builder).
+SETUPS = {
+    "1proc-nothreads": "1 process, callbacks on the event loop (Panel's default)",
+    "1proc-8threads": "1 process, --num-threads 8 (python -m explorer)",
+    "compose": "compose default: panel serve explorer/app.py --num-procs 1",
+    "2procs-8threads": "EXPLORER_NUM_PROCS=2: --num-procs 2, --num-threads 8",
+}
+
+# JavaScript run in a page: find a Bokeh model in the page's document.
+_FIND_AGE = """
+() => {
+  for (const m of Bokeh.documents[0].all_models) {
+    if (m.title === "Age" && Array.isArray(m.value)) { return true }
+  }
+  return false
+}
+"""
+_CHANGE_AND_WAIT = """
+async ([low, want]) => {
+  const doc = Bokeh.documents[0]
+  let slider = null
+  for (const m of doc.all_models) { if (m.title === "Age" && Array.isArray(m.value)) { slider = m } }
+  const shown = () => {
+    for (const m of doc.all_models) {
+      if (typeof m.text === "string" && m.text.includes(want)) { return true }
+      if (typeof m.object === "string" && m.object.includes(want)) { return true }
+    }
+    return false
+  }
+  const started = performance.now()
+  slider.value = [low, 100]
+  while (!shown()) {
+    if (performance.now() - started > 60000) { return -1 }
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  await new Promise((resolve) => requestAnimationFrame(() => resolve()))
+  return performance.now() - started
+}
+"""
+
+
+def _setup_command(setup: str, port: int) -> tuple[list[str], dict[str, str]]:
+    import sys
+
+    env = {"EXPLORER_WARM_DELAY": "0"}
+    if setup == "1proc-nothreads":
+        env["EXPLORER_NUM_THREADS"] = "0"
+        return serve_command(port, address="127.0.0.1", num_threads=0), env
+    if setup == "1proc-8threads":
+        return serve_command(port, address="127.0.0.1", num_threads=8), env
+    if setup == "2procs-8threads":
+        return serve_command(port, address="127.0.0.1", num_threads=8, num_procs=2), env
+    # What docker-compose.yml runs (EXPLORER_NUM_PROCS=1): no --num-threads and no
+    # download route; the app starts EXPLORER_NUM_THREADS worker threads itself.
+    command = [sys.executable, "-m", "panel", "serve", str(ROOT / "explorer" / "app.py"), "--port", str(port)]
+    command += ["--address", "127.0.0.1", "--num-procs", "1", f"--allow-websocket-origin=127.0.0.1:{port}"]
+    return command, env
+
+
+def _server_memory(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) in bytes of the server and its worker processes."""
+    pids = [pid, *_children_of(pid)]
+    rss = hwm = 0
+    for one in pids:
+        try:
+            status = Path(f"/proc/{one}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss += int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+        hwm += int(fields.get("VmHWM", "0 kB").split()[0]) * 1024
+    return rss, hwm
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and "chrom" not in Path(f"/proc/{stat.parent.name}/comm").read_text():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _expected_counts(url: str, lows: list[int]) -> dict[int, int]:
+    from explorer.store import DataStore
+    from warehouse.query import PeopleFilter
+
+    store = DataStore(url)
+    return {low: store.count(PeopleFilter(ranges={"age": (low, None)})) for low in lows}
+
+
+async def _analyst(page, lows: list[int], counts: dict[int, int], seconds: float, samples: list[float]) -> None:  # type: ignore[no-untyped-def]
+    """Change the Age filter once a second (or as soon as the last change showed)."""
+    deadline = time.perf_counter() + seconds
+    index = 0
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        low = lows[index % len(lows)]
+        index += 1
+        elapsed_ms = await page.evaluate(_CHANGE_AND_WAIT, [low, f"{counts[low]:,} people match"])
+        samples.append(elapsed_ms / 1000 if elapsed_ms >= 0 else 60.0)
+        await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+
+async def _exporter(page, result: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    async with page.expect_download(timeout=600_000) as info:
+        await page.get_by_role("button", name=re.compile("Download CSV")).click()
+    download = await info.value
+    path = await download.path()
+    result["seconds"] = time.perf_counter() - started
+    result["bytes"] = Path(path).stat().st_size if path else 0
+    with open(path, encoding="utf-8") as handle:
+        result["rows"] = sum(1 for _ in handle) - 1
+
+
+async def _run_setup(url: str, setup: str, analysts: int, seconds: float) -> None:
+    from playwright.async_api import async_playwright
+
+    port = free_port()
+    command, extra_env = _setup_command(setup, port)
+    env = serve_environment(DATABASE_URL=url, **extra_env)
+    server = ServerProcess(command, port, env=env, start_timeout_s=120)
+    base = f"http://127.0.0.1:{port}/app"
+    lows = list(range(17, 17 + 40))
+    counts = _expected_counts(url, lows)
+    with server:  # start() waits until the server answers (a blocking wait is fine here)
+        assert server.process is not None
+        process = server.process
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=list(HEADLESS_CHROMIUM_ARGS)
+            )
+            warm = await browser.new_page()
+            await warm.goto(f"{base}?tab=visualize")
+            await warm.get_by_text("people match").wait_for(timeout=120_000)
+            await asyncio.sleep(8)  # the in-memory snapshot is built in the background at start
+            await warm.close()
+            idle_before, _ = _server_memory(process.pid)
+            pages = []
+            for _ in range(analysts):
+                context = await browser.new_context(accept_downloads=True)
+                page = await context.new_page()
+                await page.goto(f"{base}?tab=visualize")
+                await page.get_by_text("people match").wait_for(timeout=120_000)
+                await page.wait_for_function(_FIND_AGE)
+                pages.append(page)
+            await asyncio.sleep(2)
+            idle_after, _ = _server_memory(process.pid)
+            export_context = await browser.new_context(accept_downloads=True)
+            export_page = await export_context.new_page()
+            await export_page.goto(f"{base}?tab=export")
+            await export_page.get_by_text("will be exported").wait_for(timeout=120_000)
+            samples: list[float] = []
+            export: dict[str, float] = {}
+            export_task = asyncio.create_task(_exporter(export_page, export))
+            await asyncio.sleep(1)  # the export is under way when the analysts start
+            await asyncio.gather(*(_analyst(page, lows, counts, seconds, samples) for page in pages))
+            await export_task
+            _, peak = _server_memory(process.pid)
+            await browser.close()
+    samples.sort()
+    p95 = samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
+    median = statistics.median(samples)
+    mark = "OK " if p95 <= 1.0 else "SLOW"
+    print(f"  {SETUPS[setup]}:")
+    print(
+        f"    [{mark}] change -> chart shown: median {median * 1000:7.0f} ms   p95 {p95 * 1000:7.0f} ms"
+        f"   max {samples[-1] * 1000:7.0f} ms   (goal p95 <= 1000 ms, n={len(samples)})"
+    )
+    print(
+        f"    [info] export of everyone as CSV: {export['seconds']:.1f} s, {export['rows']:,.0f} rows,"
+        f" {export['bytes'] / 1e6:,.0f} MB; server peak memory {peak / 1e6:,.0f} MB"
+    )
+    print(
+        f"    [info] memory per idle session (Visualize tab open): {(idle_after - idle_before) / analysts / 1e6:.1f} MB"
+    )
+
+
+def bench_concurrency(url: str, setups: list[str], analysts: int = 8, seconds: float = 30.0) -> None:
+    print(f"many analysts at once: {analysts} pages change a filter every second for {seconds:.0f} s, one exports all")
+    print(f"  load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    for setup in setups:
+        asyncio.run(_run_setup(url, setup, analysts, seconds))
+        print(f"    load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+
+
 def main() -> None:
     from warehouse.config import get_settings
 
@@ -180,8 +384,26 @@ def main() -> None:
         "--large", default=None, help="a 1,000,000-row database URL (default: data/explorer_1m.db if present)"
     )
     parser.add_argument("--skip-browser", action="store_true", help="skip the PNG export and page-load figures")
+    parser.add_argument(
+        "--concurrency",
+        action="store_true",
+        help="only the many-analysts figures (needs --large or data/explorer_1m.db)",
+    )
+    parser.add_argument(
+        "--setups", default=",".join(SETUPS), help=f"server set-ups for --concurrency, of: {', '.join(SETUPS)}"
+    )
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the --concurrency run")
+    parser.add_argument("--analysts", type=int, default=8, help="pages changing a filter in the --concurrency run")
     args = parser.parse_args()
     large = args.large or (f"sqlite:///{LARGE_DB}" if LARGE_DB.exists() else None)
+    if args.concurrency:
+        if not large:
+            raise SystemExit("--concurrency needs a 1,000,000-row database: see the module docstring")
+        unknown = [s for s in args.setups.split(",") if s not in SETUPS]
+        if unknown:
+            raise SystemExit(f"unknown set-up {unknown[0]!r}: choose from {', '.join(SETUPS)}")
+        bench_concurrency(large, args.setups.split(","), analysts=args.analysts, seconds=args.seconds)
+        return
 
     print(f"explorer benchmark on {os.cpu_count()} cores")
     bench_filters(args.census, "census database", TARGETS["filter_census"])

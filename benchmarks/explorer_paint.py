@@ -1,7 +1,7 @@
 """Explorer speed as the analyst sees it, measured in Chromium (issue 15's targets).
 
     python -m benchmarks.explorer_paint                        # census DB (DATABASE_URL or data/census.db)
-    python -m benchmarks.explorer_paint --url sqlite:////tmp/explorer_1m.db --changes 20
+    python -m benchmarks.explorer_paint --url sqlite:///data/explorer_1m.db --changes 20
 
 Figures (median and max):
 - filter change -> new chart painted: the page's own clock, from the key press that

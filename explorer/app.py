@@ -228,5 +228,8 @@ def build(store: DataStore | None = None, query: dict[str, list[str]] | None = N
 
 
 if pn.state.served or __name__.startswith("bokeh_app"):
+    from explorer.serve import ensure_worker_threads
+
+    ensure_worker_threads()  # every session's callbacks run in worker threads
     warm_image_export()
     build().servable(title=TITLE)

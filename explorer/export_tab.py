@@ -5,6 +5,13 @@ Files are written batch by batch to a temporary file through `iter_people`
 (CSV and JSON lines incrementally, Parquet one row group per batch with pyarrow's
 ParquetWriter, Excel with openpyxl's write-only workbook), so memory stays bounded
 by the batch size whatever the number of rows.
+
+Served with the download route (`--plugins explorer.downloads`, as `python -m
+explorer` does), the file is written by a background job (explorer.export_jobs)
+while the page shows its progress and a Cancel button, then the browser fetches it
+from disk in chunks and the file is deleted. Without the route (a bare `panel
+serve explorer/app.py`), the Download button sends the finished file through the
+page's websocket, which holds it in memory once.
 """
 
 from __future__ import annotations
@@ -19,14 +26,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
 import panel as pn
 import param
+from panel.custom import JSComponent
 from sqlalchemy.exc import SQLAlchemyError
 
+from explorer import downloads, export_jobs
 from explorer.browse import display_frame
 from explorer.filters import FilterPanel
 from explorer.store import DataStore
@@ -39,6 +49,7 @@ FORMATS: Final[dict[str, str]] = {"CSV": "csv", "Excel": "xlsx", "JSON": "json",
 EXCEL_MAX_DATA_ROWS: Final = 1_048_575  # 1,048,576 rows per sheet, less the header
 BATCH_SIZE: Final = 10_000
 PREVIEW_ROWS: Final = 10
+POLL_MS: Final = 300  # how often the page's progress bar is brought up to date
 INTEGER_COLUMNS: Final = frozenset({"id", *NUMERIC_COLUMNS})
 
 
@@ -159,11 +170,37 @@ def write_export(
     return written
 
 
+class DownloadTrigger(JSComponent):
+    """Starts the browser's download of `url` each time it changes (an invisible
+    link clicked by script), so one click on the export button is enough."""
+
+    url = param.String(default="")
+
+    _esm = """
+    export function render({ model }) {
+      model.on("url", () => {
+        if (!model.url) { return }
+        const link = document.createElement("a")
+        link.href = model.url
+        link.download = ""
+        link.className = "export-auto-download"
+        document.body.appendChild(link)
+        link.click()
+        link.remove()
+      })
+    }
+    """
+
+
 class ExportView(pn.viewable.Viewer):
     fmt = param.Selector(default="CSV", objects=list(FORMATS), label="Format")
     rows = param.Integer(default=0, doc="Exact number of rows the export will hold.")
+    streaming = param.Boolean(
+        default=False, doc="Export as a background job served from disk (needs the explorer.downloads route)."
+    )
 
     def __init__(self, store: DataStore, filters: FilterPanel | None = None, **params: Any) -> None:
+        params.setdefault("streaming", downloads.served_by_plugin())
         super().__init__(**params)
         self.store = store
         self.filters = filters or FilterPanel()
@@ -196,6 +233,24 @@ class ExportView(pn.viewable.Viewer):
         )
         self.last_export: dict[str, Any] = {}
         self._tmpdir = Path(tempfile.mkdtemp(prefix="explorer-exports-"))
+        # The background export (streaming mode): button, progress, cancel, link.
+        self.start_button = pn.widgets.Button(
+            label="Download", color="success", width=260, css_classes=["export-start"]
+        )
+        self.start_button.on_click(self._start_job)
+        self.cancel_button = pn.widgets.Button(
+            label="Cancel export", color="warning", width=140, visible=False, css_classes=["export-cancel"]
+        )
+        self.cancel_button.on_click(self._cancel_job)
+        self.progress = pn.indicators.Progress(
+            value=0, max=100, visible=False, sizing_mode="stretch_width", css_classes=["export-progress"]
+        )
+        self.job_status = pn.pane.HTML("", css_classes=["export-status"], sizing_mode="stretch_width")
+        self.trigger = DownloadTrigger(height=0, width=0, margin=0)
+        self.job: export_jobs.ExportJob | None = None
+        self._poller: Any = None
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(self._session_ended)
         self.filters.param.watch(lambda _e: self._update(), "people_filter")
         self.column_picker.param.watch(lambda _e: self._update(), "value")
         self.param.watch(lambda _e: self._update(), "fmt")
@@ -236,6 +291,10 @@ class ExportView(pn.viewable.Viewer):
         self.download.param.update(
             disabled=problem is not None, filename=self.filename, label=f"Download {self.fmt} ({self.rows:,} rows)"
         )
+        running = self.job is not None and not self.job.finished
+        self.start_button.param.update(
+            disabled=problem is not None or running, label=f"Download {self.fmt} ({self.rows:,} rows)"
+        )
 
     def produce_file(self) -> Path:
         """Write the export to a temporary file (batch by batch) and return its path."""
@@ -269,15 +328,112 @@ class ExportView(pn.viewable.Viewer):
             self.problem.param.update(object=f"The export failed: {error}", visible=True)
         return io.BytesIO(b"")
 
+    # -- the background export (streaming mode) --
+
+    def start_job(self) -> export_jobs.ExportJob | None:
+        """Start writing the current export in the background; None when it cannot be made."""
+        people_filter, columns, fmt = self.filters.people_filter, self.columns, self.fmt
+        try:
+            rows = self.store.count(people_filter)
+        except SQLAlchemyError as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            self.problem.param.update(object=f"The database could not answer: {reason}", visible=True)
+            return None
+        problem = export_problem(fmt, rows)
+        if problem:
+            self.problem.param.update(object=problem, visible=True)
+            return None
+        self._drop_job()  # one export per session: the previous file goes
+        job = export_jobs.ExportJob(
+            fmt=fmt,
+            filename=export_filename(fmt, people_filter, columns, rows),
+            columns=columns,
+            rows_expected=rows,
+            batches=lambda: self.store.iter_people(people_filter, columns, BATCH_SIZE),
+            write=write_export,
+        )
+        self.job = export_jobs.start(job)
+        self.problem.visible = False
+        self.start_button.disabled = True
+        self.cancel_button.visible = True
+        self.progress.param.update(value=0, visible=True)
+        self.job_status.object = f"Preparing {rows:,} rows as {fmt}…"
+        return job
+
+    def _start_job(self, _event: Any = None) -> None:
+        if self.start_job() is not None and pn.state.curdoc is not None:
+            self._poller = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
+
+    def _cancel_job(self, _event: Any = None) -> None:
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+
+    async def _poll(self) -> None:
+        """On the event loop (an async callback): bring the page up to date with the job."""
+        self.show_progress()
+        if (self.job is None or self.job.finished) and self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+
+    def show_progress(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        if job.state == "queued":
+            self.job_status.object = "Waiting for another export on this server to finish…"
+        elif job.state == "running":
+            share = 100 * job.written // max(job.rows_expected, 1)
+            self.progress.value = min(share, 100)
+            self.job_status.object = f"Writing {job.written:,} of {job.rows_expected:,} rows…"
+        if not job.finished:
+            return
+        self.cancel_button.visible = False
+        self.progress.visible = False
+        self.start_button.disabled = export_problem(self.fmt, self.rows) is not None
+        if job.state == "done":
+            url = downloads.download_url(job.token)
+            self.last_export = {"path": job.path, "rows": job.written, "seconds": job.seconds, "bytes": job.bytes}
+            self.job_status.object = (
+                f"Exported {job.written:,} rows ({job.bytes / 1e6:,.1f} MB) in {job.seconds:.1f} s. "
+                f'The download starts by itself; if not, <a class="export-link" href="{url}" download>'
+                f"download {html_escape(job.filename)}</a>."
+            )
+            self.trigger.url = url
+        elif job.state == "cancelled":
+            self.job_status.object = "Export cancelled; nothing was kept."
+        else:
+            self.job_status.object = ""
+            self.problem.param.update(object=f"The export failed: {job.error}", visible=True)
+
+    def _drop_job(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            job.cancel()
+            job.discard()
+
+    def _session_ended(self, _context: Any) -> None:
+        """The analyst left: stop a running export and delete its file."""
+        if self._poller is not None:
+            self._poller.stop()
+        self._drop_job()
+
     def __panel__(self) -> pn.viewable.Viewable:
+        button: list[Any] = [self.start_button, self.cancel_button, self.trigger] if self.streaming else [self.download]
         controls = pn.Row(
             pn.widgets.RadioButtonGroup.from_param(self.param.fmt, color="primary", variant="outline"),
-            self.download,
+            *button,
         )
         self.filters.show_loading_on(self.preview)
         self.column_picker.jslink(self.preview, value="loading")
         main = pn.Column(
-            self.column_picker, controls, self.problem, self.count_text, self.preview, sizing_mode="stretch_width"
+            self.column_picker,
+            controls,
+            self.progress,
+            self.job_status,
+            self.problem,
+            self.count_text,
+            self.preview,
+            sizing_mode="stretch_width",
         )
         return pn.Row(
             pn.Column(self.filters, width=300, css_classes=["export-filters"]), main, sizing_mode="stretch_width"
@@ -285,8 +441,9 @@ class ExportView(pn.viewable.Viewer):
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
+            self._drop_job()
             for old in self._tmpdir.iterdir():
                 old.unlink(missing_ok=True)
             os.rmdir(self._tmpdir)
-        except OSError:
+        except (OSError, AttributeError):  # AttributeError: __init__ did not finish
             pass

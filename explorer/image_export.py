@@ -1,8 +1,15 @@
-"""PNG and JPG export of the chart on screen, through Bokeh and one headless Chromium.
+"""PNG and JPG export of the chart on screen, through Bokeh and headless Chromium.
 
-One selenium Chrome webdriver is started on first use and reused by every export
-(starting Chromium costs about a second; an export on a warm driver much less).
-Exports are serialized by a lock: a webdriver runs one page at a time.
+A small pool of selenium Chrome webdrivers (EXPLORER_IMAGE_BROWSERS, default 2)
+serves every session of the server process: each is started on first need and
+reused (starting Chromium costs about a second, an export on a warm one much
+less). A webdriver runs one page at a time, so an export waits at most for one
+render per browser ahead of it, never for a queue of them behind one lock. A
+render that takes longer than EXPLORER_RENDER_TIMEOUT seconds is cut off: its
+browser is killed (a fresh one replaces it on the next export) and the session
+gets a message. Nothing here changes process-wide state such as HOME: Chromium
+gets its own HOME through the driver's environment, and the page Bokeh renders
+is written to this exporter's own temporary directory.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ import contextlib
 import io
 import logging
 import os
+import queue
 import shutil
 import signal
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 from PIL import Image
 
+from warehouse.config import get_settings
+
 if TYPE_CHECKING:
     from explorer.visualize import VisualizeView
 
@@ -31,8 +43,6 @@ log = logging.getLogger(__name__)
 # Bokeh logs every console line of the export page (WebGL fallbacks and the like) as a warning.
 logging.getLogger("bokeh.io.export").setLevel(logging.ERROR)
 
-CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("EXPLORER_CHROMEDRIVER", "/usr/bin/chromedriver")
 # What any headless Chromium needs here: root needs --no-sandbox, and the closed
 # network refuses Chromium's background connections. The browser tests and the
 # explorer benchmark start their Chromium with these too.
@@ -58,86 +68,138 @@ class ImageExportError(RuntimeError):
     """The image could not be made; the message says why in words."""
 
 
-def _writable(path: Path) -> bool:
-    try:
-        return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
-    except (OSError, RuntimeError):
-        return False
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc), deepest last."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_driver(driver: Any) -> None:
+    """Kill a (possibly hung) chromedriver and the Chromium it started, without waiting on it."""
+    process = getattr(getattr(driver, "service", None), "process", None)
+    if process is None:
+        return
+    for pid in [*_descendants(process.pid), process.pid]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        process.wait(timeout=5)
 
 
 class ImageExporter:
-    """Owns the one webdriver; `png(chart)` and `jpg(chart)` return file bytes."""
+    """A pool of webdrivers; `png(chart)` and `jpg(chart)` return file bytes."""
 
-    def __init__(self) -> None:
-        self._driver: Any = None
-        self._lock = threading.Lock()
-        self._workdir = Path(tempfile.mkdtemp(prefix="explorer-export-"))
+    def __init__(self, browsers: int | None = None, render_timeout_s: float | None = None) -> None:
+        settings = get_settings()
+        self.chromium = settings.explorer_chromium
+        self.chromedriver = settings.explorer_chromedriver
+        self.browsers = browsers or settings.explorer_image_browsers
+        self.render_timeout_s = render_timeout_s or settings.explorer_render_timeout_s
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(self.browsers)  # one per browser, busy or not
+        self._live: set[Any] = set()
+        self._live_lock = threading.Lock()
+        self._closed = False
+        self._workdir = Path(tempfile.mkdtemp(prefix="explorer-image-"))
         atexit.register(self.close)
 
-    # -- the browser --
+    # -- the browsers --
 
     def _start(self) -> Any:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
-        if not Path(CHROMEDRIVER).exists():
+        if not Path(self.chromedriver).exists():
             raise ImageExportError(
-                f"image export needs chromedriver at {CHROMEDRIVER} (Debian: apt-get install chromium-driver)"
+                f"image export needs chromedriver at {self.chromedriver} (Debian: apt-get install chromium-driver)"
             )
+        profile = self._workdir / f"profile-{uuid.uuid4().hex[:8]}"
+        home = profile / "home"
+        home.mkdir(parents=True)
         options = webdriver.ChromeOptions()
-        if Path(CHROMIUM).exists():
-            options.binary_location = CHROMIUM
+        if Path(self.chromium).exists():
+            options.binary_location = self.chromium
         for argument in CHROME_ARGS:
             options.add_argument(argument)
-        options.add_argument(f"--user-data-dir={self._workdir / 'profile'}")
-        service = Service(CHROMEDRIVER)
-        # Chromium writes its caches under $HOME; give it a writable one when $HOME is not.
-        with self._writable_home():
-            driver = webdriver.Chrome(service=service, options=options)
+        options.add_argument(f"--user-data-dir={profile}")
+        # Chromium writes caches under $HOME: give this browser its own, in its own
+        # environment, rather than changing this process's HOME.
+        service = Service(self.chromedriver, env={**os.environ, "HOME": str(home)})
+        driver = webdriver.Chrome(service=service, options=options)
+        driver.set_page_load_timeout(self.render_timeout_s)
+        driver.set_script_timeout(self.render_timeout_s)
+        with self._live_lock:
+            self._live.add(driver)
         return driver
 
-    def driver(self) -> Any:
-        if self._driver is None:
-            self._driver = self._start()
-        return self._driver
+    @contextlib.contextmanager
+    def _browser(self) -> Iterator[Any]:
+        """A browser of the pool for one render: an idle one, or a new one while the pool
+        has room; otherwise wait (at most one render) for one to come back."""
+        if not self._slots.acquire(timeout=self.render_timeout_s + 5):
+            raise ImageExportError("every image browser is busy: try again in a moment")
+        driver = None
+        try:
+            try:
+                driver = self._idle.get_nowait()
+            except queue.Empty:
+                driver = self._start()
+            yield driver
+        except BaseException:
+            if driver is not None:  # a failed or cut-off render: replace that browser next time
+                self._discard(driver)
+                driver = None
+            raise
+        finally:
+            if driver is not None:
+                if self._closed:
+                    self._discard(driver)
+                else:
+                    self._idle.put(driver)
+            self._slots.release()
+
+    def _discard(self, driver: Any) -> None:
+        with self._live_lock:
+            self._live.discard(driver)
+        _kill_driver(driver)
 
     def warm_up(self) -> None:
-        """Start the browser now (in the background at server start) so the first export is fast."""
-        with self._lock:
-            try:
-                self.driver()
-            except Exception as error:  # noqa: BLE001 - a warm-up failure is reported at export time
-                log.warning("image export browser did not start: %s", error)
+        """Start one browser now (in the background at server start) so the first export is fast."""
+        try:
+            with self._browser():
+                pass
+        except Exception as error:  # noqa: BLE001 - a warm-up failure is reported at export time
+            log.warning("image export browser did not start: %s", error)
 
     def close(self) -> None:
-        """Quit the browser (at exit too). Waits for a start in progress, so a browser
-        that was starting when the server stopped is not left behind."""
-        locked = self._lock.acquire(timeout=20)
-        try:
-            self.close_driver()
-        finally:
-            if locked:
-                self._lock.release()
+        """Quit every browser (at exit too)."""
+        self._closed = True
+        with self._live_lock:
+            drivers, self._live = list(self._live), set()
+        for driver in drivers:
+            with contextlib.suppress(Exception):
+                driver.quit()
+            _kill_driver(driver)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    @contextmanager
-    def _writable_home(self) -> Iterator[None]:
-        """Bokeh writes its temporary HTML page to Path.home(): point HOME at a writable
-        directory for the duration when HOME is unset or not writable."""
-        original = os.environ.get("HOME")
-        if original and _writable(Path(original)):
-            yield
-            return
-        home = self._workdir / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["HOME"] = str(home)
-        try:
-            yield
-        finally:
-            if original is None:
-                os.environ.pop("HOME", None)
-            else:
-                os.environ["HOME"] = original
+    def close_driver(self) -> None:
+        """Quit the idle browsers (busy ones finish their render first)."""
+        while True:
+            try:
+                self._discard(self._idle.get_nowait())
+            except queue.Empty:
+                return
 
     # -- images --
 
@@ -154,26 +216,44 @@ class ImageExporter:
         return model
 
     def png_image(self, chart: Any, scale: int = 1) -> Image.Image:
-        from bokeh.io.export import get_screenshot_as_png
+        from bokeh.io.export import get_layout_html
+        from bokeh.resources import INLINE
 
-        model = self.render(chart)
-        with self._lock:
+        page = self._workdir / f"chart-{uuid.uuid4().hex}.html"
+        page.write_text(get_layout_html(self.render(chart), resources=INLINE), encoding="utf-8")
+        try:
+            with self._browser() as driver, device_scale(driver, scale):
+                return self._screenshot_with_deadline(driver, page)
+        except ImageExportError:
+            raise
+        except Exception as error:
+            raise ImageExportError(f"the image could not be made: {error}") from error
+        finally:
+            page.unlink(missing_ok=True)
+
+    def _screenshot_with_deadline(self, driver: Any, page: Path) -> Image.Image:
+        """Render in a helper thread; past the deadline, kill the browser (which ends
+        the helper's blocked call) and say so."""
+        outcome: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def work() -> None:
             try:
-                driver = self.driver()
-                with self._writable_home(), device_scale(driver, scale):
-                    return get_screenshot_as_png(model, driver=driver, timeout=15, scale_factor=scale)
-            except ImageExportError:
-                raise
-            except Exception as error:
-                # A crashed browser is replaced on the next export.
-                self.close_driver()
-                raise ImageExportError(f"the image could not be made: {error}") from error
+                outcome["image"] = _screenshot(driver, page, self.render_timeout_s)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
+                outcome["error"] = error
+            finally:
+                finished.set()
 
-    def close_driver(self) -> None:
-        driver, self._driver = self._driver, None
-        if driver is not None:
-            with contextlib.suppress(Exception):
-                driver.quit()
+        threading.Thread(target=work, name="image-render", daemon=True).start()
+        if not finished.wait(self.render_timeout_s):
+            raise ImageExportError(
+                f"the image took longer than {self.render_timeout_s:g} s to draw and was stopped: "
+                "try again, or simplify the chart"
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["image"]
 
     def png(self, chart: Any, scale: int = 1) -> bytes:
         buffer = io.BytesIO()
@@ -197,6 +277,20 @@ def device_scale(driver: Any, scale: int) -> Iterator[None]:
         yield
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _screenshot(driver: Any, page: Path, timeout: float) -> Image.Image:
+    """What bokeh.io.export.get_screenshot_as_png does, on a page we wrote ourselves
+    (Bokeh's own writes its page into the user's home directory)."""
+    from bokeh.io.export import _maximize_viewport, wait_until_render_complete
+
+    started = time.monotonic()
+    driver.maximize_window()
+    driver.get(page.as_uri())
+    wait_until_render_complete(driver, max(1, int(timeout - (time.monotonic() - started))))
+    width, height, dpr = _maximize_viewport(driver)
+    png = driver.get_screenshot_as_png()
+    return Image.open(io.BytesIO(png)).convert("RGBA").crop((0, 0, width * dpr, height * dpr))
 
 
 def export_png(chart: Any) -> bytes:

@@ -7,6 +7,7 @@ settings, so a deployment is configured by environment variables alone.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,13 @@ class Settings:
     insights_path: Path
     # Where the analytic copy's files of a PostgreSQL database go (a SQLite file's go beside it).
     analytic_dir: Path
+    # The explorer under concurrent use (README "Many analysts at once").
+    explorer_num_threads: int
+    explorer_chromium: str
+    explorer_chromedriver: str
+    explorer_image_browsers: int
+    explorer_render_timeout_s: float
+    explorer_export_dir: Path
     # Reliability flag of warehouse.stats: fewer people or a larger relative standard error
     # marks an estimate unreliable (NCHS presentation rule; see warehouse/stats.py).
     reliability_min_n: int = 30
@@ -132,6 +140,15 @@ def get_settings() -> Settings:
         api_keep_alive_s=_positive("API_KEEP_ALIVE", _float("API_KEEP_ALIVE", 5.0)),
         api_max_url_bytes=int(_positive("API_MAX_URL_BYTES", _int("API_MAX_URL_BYTES", 8192))),
         api_max_head_bytes=int(_positive("API_MAX_HEAD_BYTES", _int("API_MAX_HEAD_BYTES", 16384))),
+        explorer_num_threads=_int("EXPLORER_NUM_THREADS", 8),
+        explorer_chromium=os.environ.get("EXPLORER_CHROMIUM", "").strip() or "/usr/bin/chromium",
+        explorer_chromedriver=os.environ.get("EXPLORER_CHROMEDRIVER", "").strip() or "/usr/bin/chromedriver",
+        explorer_image_browsers=max(1, _int("EXPLORER_IMAGE_BROWSERS", 2)),
+        explorer_render_timeout_s=_float("EXPLORER_RENDER_TIMEOUT", 20.0),
+        explorer_export_dir=Path(
+            os.environ.get("EXPLORER_EXPORT_DIR", "").strip()
+            or Path(tempfile.gettempdir()) / f"census-explorer-exports-{os.getuid()}"
+        ),
     )
 
 
