@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import re
-import subprocess
 import threading
 import time
 import tracemalloc
@@ -24,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synthetic import write_synthetic
+from devtools.servers import ServerProcess, free_port
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
 from loaders.upload import upload
-from tests.postgres_server import free_port
 from warehouse.config import sqlite_url
 from warehouse.db import make_engine
 
@@ -66,34 +65,16 @@ def server(large_url: str, export_dir: Path, tmp_path_factory: pytest.TempPathFa
     port = free_port()
     log = tmp_path_factory.mktemp("explorer") / "serve.log"
     env = serve_environment(DATABASE_URL=large_url, EXPLORER_WARM_DELAY="0", EXPLORER_EXPORT_DIR=str(export_dir))
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            serve_command(port, address="127.0.0.1"), env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"panel serve did not start:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/app"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        text = log.read_text(errors="replace")
-        problems = [
-            chunk
-            for chunk in text.split("Traceback")[1:]
-            if "StreamClosedError" not in chunk and "WebSocketClosedError" not in chunk
-        ]
-        assert not problems, text[-4000:]
+    server = ServerProcess(serve_command(port, address="127.0.0.1"), port, env=env, log=log, start_timeout_s=90)
+    with server:
+        yield f"{server.base_url}/app"
+    text = log.read_text(errors="replace")
+    problems = [
+        chunk
+        for chunk in text.split("Traceback")[1:]
+        if "StreamClosedError" not in chunk and "WebSocketClosedError" not in chunk
+    ]
+    assert not problems, text[-4000:]
 
 
 @pytest.fixture(scope="module")
