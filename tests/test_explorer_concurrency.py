@@ -65,7 +65,8 @@ def server(large_url: str, export_dir: Path, tmp_path_factory: pytest.TempPathFa
     port = free_port()
     log = tmp_path_factory.mktemp("explorer") / "serve.log"
     env = serve_environment(DATABASE_URL=large_url, EXPLORER_WARM_DELAY="0", EXPLORER_EXPORT_DIR=str(export_dir))
-    server = ServerProcess(serve_command(port, address="127.0.0.1"), port, env=env, log=log, start_timeout_s=90)
+    command = serve_command(port, address="127.0.0.1", num_threads=8)  # the worker-thread mode under test
+    server = ServerProcess(command, port, env=env, log=log, start_timeout_s=90)
     with server:
         yield f"{server.base_url}/app"
     text = log.read_text(errors="replace")
