@@ -113,3 +113,13 @@ class ServerProcess:
         self, _type: type[BaseException] | None, _value: BaseException | None, _traceback: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def server_tracebacks(output: str) -> list[str]:
+    """The tracebacks a `panel serve` log holds, less tornado's closed-stream ones
+    (a browser closing its page mid-message); anything left is a defect of ours."""
+    return [
+        chunk
+        for chunk in output.split("Traceback")[1:]
+        if "StreamClosedError" not in chunk and "WebSocketClosedError" not in chunk
+    ]

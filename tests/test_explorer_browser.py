@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from devtools.servers import ServerProcess, free_port
+from devtools.servers import ServerProcess, free_port, server_tracebacks
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
 
@@ -60,13 +60,7 @@ def server(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         time.sleep(1)
         assert not [pid for pid in drivers if Path(f"/proc/{pid}").exists()], "the export browser outlived the server"
         text = server.output
-        # A browser closing its page mid-message makes tornado log a closed stream; anything else is ours.
-        problems = [
-            chunk
-            for chunk in text.split("Traceback")[1:]
-            if "StreamClosedError" not in chunk and "WebSocketClosedError" not in chunk
-        ]
-        assert not problems, text[-4000:]
+        assert not server_tracebacks(text), text[-4000:]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synthetic import write_synthetic
-from devtools.servers import ServerProcess, free_port
+from devtools.servers import ServerProcess, free_port, server_tracebacks
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
 from loaders.upload import upload
@@ -70,12 +70,7 @@ def server(large_url: str, export_dir: Path, tmp_path_factory: pytest.TempPathFa
     with server:
         yield f"{server.base_url}/app"
     text = log.read_text(errors="replace")
-    problems = [
-        chunk
-        for chunk in text.split("Traceback")[1:]
-        if "StreamClosedError" not in chunk and "WebSocketClosedError" not in chunk
-    ]
-    assert not problems, text[-4000:]
+    assert not server_tracebacks(text), text[-4000:]
 
 
 @pytest.fixture(scope="module")
