@@ -40,6 +40,7 @@ after editing `person` by hand, run `python -m warehouse.analytics --discard`
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import itertools
 import logging
@@ -457,7 +458,23 @@ def warm_up_in_background(engine: Engine) -> threading.Thread:
 
     thread = threading.Thread(target=warm, name="analytic-copy-warm-up", daemon=True)
     thread.start()
+    _warm_ups.append(thread)
     return thread
+
+
+# Daemon, so start-up and a server's shutdown signal never wait for it; but a thread
+# still inside DuckDB when the interpreter finalizes aborts the whole process
+# ("terminate called after throwing ...": DuckDB's bindings cannot take the GIL back),
+# so the interpreter's exit waits for a build in progress, for a bounded time.
+_warm_ups: list[threading.Thread] = []
+_EXIT_WAIT_SECONDS: Final = 120.0
+
+
+@atexit.register
+def _wait_for_warm_ups() -> None:
+    deadline = time.monotonic() + _EXIT_WAIT_SECONDS
+    for thread in _warm_ups:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":
