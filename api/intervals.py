@@ -57,37 +57,29 @@ def interval_fields() -> list[tuple[str, Any, Any]]:
     return fields
 
 
-def _number(value: Any) -> Any:
-    """JSON-ready: NaN is null, numpy scalars Python numbers."""
-    if value is None:
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    return None if isinstance(value, float) and math.isnan(value) else value
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    """A column as JSON-ready Python values (NaN is null); tolist converts numpy scalars."""
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in frame[name].tolist()]
 
 
 def groups(
     sample: pd.DataFrame, weighted: pd.DataFrame, group_by: Sequence[str], measures: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """One dict per group of estimate_groups' two tables (same groups, same order)."""
-    answer = []
-    for mine, census in zip(sample.to_dict("records"), weighted.to_dict("records"), strict=True):
-        row: dict[str, Any] = {name: mine[name] for name in group_by}
-        row["n"] = int(mine["n"])
-        row["reliable"] = bool(mine["reliable"])
-        row["reliable_weighted"] = bool(census["reliable"])
-        for name in measures:
-            row[name] = _number(mine[name])
-            if MEASURE_DEFS[name].uncertainty is None:
-                continue
-            for is_weighted, table in ((False, mine), (True, census)):
-                if is_weighted:
-                    row[field_name(name, weighted=True)] = _number(table[name])
-                for part in PARTS:
-                    row[field_name(name, part, is_weighted)] = _number(table[column(name, part)])
-                row[field_name(name, "reliable", is_weighted)] = bool(table[column(name, "reliable")])
-        answer.append(row)
-    return answer
+    """One dict per group of estimate_groups' two tables (same groups, same order).
+    Column by column: row by row through pandas costs milliseconds per request."""
+    fields: dict[str, list[Any]] = {name: _column(sample, name) for name in (*group_by, "n")}
+    fields["reliable"] = _column(sample, "reliable")
+    fields["reliable_weighted"] = _column(weighted, "reliable")
+    for name in measures:
+        fields[name] = _column(sample, name)
+        if MEASURE_DEFS[name].uncertainty is None:
+            continue
+        for is_weighted, table in ((False, sample), (True, weighted)):
+            if is_weighted:
+                fields[field_name(name, weighted=True)] = _column(table, name)
+            for part in (*PARTS, "reliable"):
+                fields[field_name(name, part, is_weighted)] = _column(table, column(name, part))
+    return [dict(zip(fields, values, strict=True)) for values in zip(*fields.values(), strict=True)]
 
 
 LEVELS: Final = ", ".join(f"{level:.2f}" for level in CONFIDENCE_LEVELS)

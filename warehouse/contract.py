@@ -304,7 +304,7 @@ def _total(name: str) -> Callable[[Mapping[str, Any]], Value]:
     return finish
 
 
-Statistics = pd.DataFrame  # one row per group, a float column per statistic
+Statistics = Mapping[str, Any]  # statistic name -> its per-group column (numpy array or Series)
 Interval = Callable[[Statistics, float], pd.DataFrame]  # (statistics, confidence) -> estimate, se, ci_low, ci_high
 
 
