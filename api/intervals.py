@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final
 
-import pandas as pd
 from msgspec import UNSET, UnsetType
 
 from warehouse.contract import MEASURE_DEFS, MEASURES_DECLARED
-from warehouse.estimates import column
+from warehouse.estimates import Columns, column
 from warehouse.stats import CONFIDENCE_LEVELS
 
 PARTS: Final = ("se", "ci_low", "ci_high")
@@ -57,16 +56,18 @@ def interval_fields() -> list[tuple[str, Any, Any]]:
     return fields
 
 
-def _column(frame: pd.DataFrame, name: str) -> list[Any]:
-    """A column as JSON-ready Python values (NaN is null); tolist converts numpy scalars."""
-    return [None if isinstance(v, float) and math.isnan(v) else v for v in frame[name].tolist()]
+def _column(columns: Columns, name: str) -> list[Any]:
+    """A column as JSON-ready Python values (NaN is null; tolist converts numpy scalars)."""
+    values = columns[name]
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
 def groups(
-    sample: pd.DataFrame, weighted: pd.DataFrame, group_by: Sequence[str], measures: Sequence[str]
+    sample: Columns, weighted: Columns, group_by: Sequence[str], measures: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """One dict per group of estimate_groups' two tables (same groups, same order).
-    Column by column: row by row through pandas costs milliseconds per request."""
+    """One dict per group from warehouse.estimates.sample_and_weighted's two sets of
+    columns (same groups, same order), built column by column."""
     fields: dict[str, list[Any]] = {name: _column(sample, name) for name in (*group_by, "n")}
     fields["reliable"] = _column(sample, "reliable")
     fields["reliable_weighted"] = _column(weighted, "reliable")
