@@ -36,7 +36,7 @@ from warehouse import analytics
 from warehouse import stats as _stats
 from warehouse.aggregates import Runner, aggregate_statement, validate_aggregate
 from warehouse.config import get_settings
-from warehouse.contract import MEASURE_DEFS, finish, statistics_for
+from warehouse.contract import GROUPINGS, MEASURE_DEFS, finish, statistics_for
 from warehouse.filters import PeopleFilter, QueryError
 
 SUFFIXES: Final = ("se", "ci_low", "ci_high", "reliable")  # m__se, m__ci_low, m__ci_high, m__reliable
@@ -154,11 +154,19 @@ def sample_and_weighted(
 # --------------------------------------------------------------------------- tables
 
 
+def _key_column(name: str, values: list[Any]) -> pd.Series:
+    """Labels stay Python objects (None for missing: pandas' string dtype would make it NaN);
+    numeric groupings (age, years of schooling, hours) are whole numbers."""
+    grouping = GROUPINGS[name]
+    if grouping.python_type is int and not grouping.nullable:
+        return pd.Series(values, dtype=np.int64)
+    return pd.Series(values, dtype=object)
+
+
 def _table(columns: Columns, group_by: Sequence[str], **attrs: Any) -> pd.DataFrame:
-    """Keys stay Python objects (None for missing: pandas' string dtype would make it NaN)."""
     length = len(columns["n"])
     frame = pd.DataFrame(
-        {name: pd.Series(values, dtype=object) if name in group_by else values for name, values in columns.items()},
+        {name: _key_column(name, values) if name in group_by else values for name, values in columns.items()},
         index=pd.RangeIndex(length),
     )
     frame.attrs.update(attrs)
