@@ -387,22 +387,24 @@ def overhead(args: argparse.Namespace, db: Path) -> None:
 INTERVAL_TARGET = 1.3
 
 
-def intervals_cost(args: argparse.Namespace, url: str) -> None:
+def intervals_cost(args: argparse.Namespace, url: str, sql: bool = False) -> None:
     """Every /stats query of MILLION_QUERIES with its intervals and census-weighted
     variants (the default) and with `intervals=false`, interleaved request by request
     so both see the same load; per query both medians and their ratio, then the
-    median ratio against the target."""
+    median ratio against the target. `sql`: without the analytic copy (COLUMNAR_MAX_ROWS=0)."""
     from warehouse.db import describe
 
-    print(f"\n== /stats with intervals vs intervals=false on {describe(url)} (median of {args.repeat} pairs)")
+    engine = "SQL, no analytic copy" if sql else "the analytic copy"
+    print(f"\n== /stats with intervals vs intervals=false on {describe(url)}, {engine} (median of {args.repeat} pairs)")
     port = free_port()
     command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
-    env = {"DATABASE_URL": url, "API_ACCESS_LOG": "0"}
+    env = {"DATABASE_URL": url, "API_ACCESS_LOG": "0", **({"COLUMNAR_MAX_ROWS": "0"} if sql else {})}
     ratios = []
     with serve(command, port, "/health", env) as api, httpx.Client(timeout=120) as http:
         people = http.get(api + "/health").json()["people"]
-        waited = wait_for_snapshot(http, api)
-        print(f"people: {people:,}; analytic copy ready after {waited:.1f} s")
+        if not sql:
+            print(f"analytic copy ready after {wait_for_snapshot(http, api):.1f} s")
+        print(f"people: {people:,}")
         print(f"{'with ms':>8} {'plain ms':>9} {'ratio':>6} {'groups':>6}  query")
         for kind, query in MILLION_QUERIES:
             if kind != "stats":
@@ -451,6 +453,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only /stats with vs without intervals on 1,000,000 rows (--million-db, --million-url)",
     )
+    parser.add_argument(
+        "--intervals-sql", action="store_true", help="with --only-intervals: also without the analytic copy"
+    )
     args = parser.parse_args(argv)
     print(f"load average: {os.getloadavg()}")
     if args.only_intervals:
@@ -458,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
             # --million-db: kept between runs (built there the first time).
             big = build_database(None, 1_000_000, args.million_db or Path(work) / "census_1m.db")
             intervals_cost(args, f"sqlite:///{big.resolve()}")
+            if args.intervals_sql:
+                intervals_cost(args, f"sqlite:///{big.resolve()}", sql=True)
             if args.million_url:
                 intervals_cost(args, args.million_url)
         return
