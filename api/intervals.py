@@ -83,6 +83,15 @@ def groups(
     return [dict(zip(fields, values, strict=True)) for values in zip(*fields.values(), strict=True)]
 
 
+# The measures with the method of their interval, from the contract.
+MEASURES_TEXT: Final = (
+    "Measures: "
+    + "; ".join(
+        f"`{m.name}`: {m.title} ({m.uncertainty.method if m.uncertainty else 'an exact total: no interval'})"
+        for m in MEASURES_DECLARED
+    )
+    + "."
+)
 LEVELS: Final = ", ".join(f"{level:.2f}" for level in CONFIDENCE_LEVELS)
 METHOD: Final = (
     "**How far to trust each number.** Unless `intervals=false`, every group carries `n` (people in the "

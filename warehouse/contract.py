@@ -233,10 +233,10 @@ def _high_income(value: Any = 1) -> ColumnElement[Any]:
 
 
 def _double(expression: Any) -> ColumnElement[float]:
-    """As a double: products of weights and squares overflow 64-bit integers on large data
-    (sum of fnlwgt * capital_gain^2 reaches 1e22 on a million people; SQLite raises
-    "integer overflow", DuckDB an OverflowError, PostgreSQL slows to NUMERIC), and a double's
-    53-bit mantissa is ample for a standard error."""
+    """As a double: products of weights and squares overflow integers (one person's
+    fnlwgt * capital_gain^2 reaches 1e16, a few hundred of them pass 64 bits: SQLite raises
+    "integer overflow", PostgreSQL "integer out of range" on the INTEGER product, DuckDB an
+    overflow error), and a double's 53-bit mantissa is ample for a standard error."""
     return cast(expression, Double)
 
 
