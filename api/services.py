@@ -30,6 +30,7 @@ from warehouse.db import (
     sqlite_read_only_uri,
 )
 from warehouse.domain import CATEGORIES
+from warehouse.estimates import Columns, sample_and_weighted
 from warehouse.models import Load
 from warehouse.query import (
     MEASURES,
@@ -147,6 +148,14 @@ class CensusService:
     ) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
             return aggregate_people(connection, people_filter, group_by, measures or list(MEASURES))
+
+    def estimates(
+        self, people_filter: PeopleFilter, group_by: Sequence[str], measures: Sequence[str], **thresholds: Any
+    ) -> tuple[Columns, Columns]:
+        """warehouse.estimates' sample and census-weighted columns, from one query.
+        `thresholds`: confidence, min_n, max_rse."""
+        with self.engine.connect() as connection:
+            return sample_and_weighted(connection, people_filter, group_by, measures, **thresholds)
 
     def dimension(self, name: str, people_filter: PeopleFilter | None = None) -> dict[str, Any]:
         """Every allowed value of one categorical attribute with its count; `unknown`
