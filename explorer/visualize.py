@@ -344,7 +344,8 @@ def _estimate_frame(
     frame["ci_low"] = estimates[estimate_column(measure, "ci_low")] * scale
     frame["ci_high"] = estimates[estimate_column(measure, "ci_high")] * scale
     frame["reliable"] = estimates[estimate_column(measure, "reliable")].astype(bool)
-    intervals = [interval_text(lo, hi, measure, spec.has_intervals) for lo, hi in zip(frame["ci_low"], frame["ci_high"])]
+    bounds = zip(frame["ci_low"], frame["ci_high"], strict=True)
+    intervals = [interval_text(low, high, measure, spec.has_intervals) for low, high in bounds]
     notes = [
         "" if ok else flag_text(n, value, se, min_n, max_rse)
         for ok, n, value, se in zip(frame["reliable"], frame["people"], frame[measure], frame["se"], strict=True)
@@ -445,12 +446,13 @@ def _yformat(measure: str) -> NumeralTickFormatter:
 def _tooltips(data: pd.DataFrame, spec: ChartSpec, keys: list[str]) -> list[tuple[str, str]]:
     """Each group's keys, its value, n and its interval (or why it has none), and a flag."""
     measure = spec.effective_measure
-    number = "{0.0}" if MEASURE_DEFS[measure].percent else "{0,0.[0]}"
+    text = spec.kind == "heatmap"  # HoloViews hands a heatmap's values to Bokeh as text
+    number = "" if text else "{0.0}" if MEASURE_DEFS[measure].percent else "{0,0.[0]}"
     unit = "%" if MEASURE_DEFS[measure].percent else ""
     tips = [(attribute_title(key), f"@{{{key}}}") for key in keys]
     if measure != "people":
         tips.append((measure_title(measure), f"@{{{measure}}}{number}{unit}"))
-    tips.append(("People (n)", "@{people}{0,0}"))
+    tips.append(("People (n)", "@{people}" if text else "@{people}{0,0}"))
     if spec.has_intervals:
         tips.append((f"{spec.confidence:.0%} interval", "@{interval}"))
     tips.append(("Note", "@{note}"))
@@ -516,6 +518,7 @@ def build_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Element |
     elif spec.kind == "heatmap":
         assert spec.group is not None
         chart = hv.HeatMap(data, kdims=[_dim(spec.x), _dim(spec.group)], vdims=vdims).opts(
+            hover_tooltips=_tooltips(data, spec, [spec.x, spec.group]),
             colorbar=True,
             cmap="viridis",
             xrotation=45,
@@ -593,7 +596,9 @@ def _line_chart(data: pd.DataFrame, spec: ChartSpec, vdims: list[Any], title: st
         layers.append(hv.Curve(part, kdims=[age], vdims=vdims, **label).opts(color=colour, line_width=2))
         points = hv.Scatter(part, kdims=[age], vdims=vdims, **label)
         layers.append(points.opts(color=colour, size=5, tools=["hover"], hover_tooltips=tips))
-    overlay = hv.Overlay(layers).opts(title=title, fontsize={"title": "11pt"}, show_legend=spec.group is not None)
+    overlay = hv.Overlay(layers).opts(
+        title=title, fontsize={"title": "11pt"}, show_legend=spec.group is not None, ylabel=measure_title(measure)
+    )
     if spec.group:
         overlay = overlay.opts(legend_position="right")
     return overlay.opts(hv.opts.Curve(yformatter=_yformat(measure)), hv.opts.Scatter(yformatter=_yformat(measure)))
@@ -610,11 +615,16 @@ def fade_hook(plot: Any, _element: Any) -> None:
         glyph = getattr(renderer, "glyph", None)
         if source is None or glyph is None or "reliable" not in source.data:
             continue
-        flags = [bool(value) for value in source.data["reliable"]]
+        # A heatmap's source holds its values as text ('True' / 'False').
+        flags = [value is True or str(value) in ("True", "1", "1.0") for value in source.data["reliable"]]
         source.data["fade_alpha"] = [1.0 if ok else FADED_ALPHA for ok in flags]
         for prop in ("fill_alpha", "line_alpha"):
             if hasattr(glyph, prop):
                 setattr(glyph, prop, field("fade_alpha"))
+        if type(glyph).__name__ == "Scatter":  # a line's points: hollow where unreliable
+            source.data["fade_fill"] = [1.0 if ok else 0.0 for ok in flags]
+            glyph.fill_alpha = field("fade_fill")
+            glyph.line_alpha = 0.8
         if type(glyph).__name__ in ("VBar", "Rect"):
             source.data["fade_hatch"] = [" " if ok else FADED_HATCH for ok in flags]
             glyph.hatch_pattern = field("fade_hatch")
