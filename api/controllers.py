@@ -21,6 +21,8 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from api.formats import FORMAT_DESCRIPTION, ExportOperation, OutputFormat, chosen_format, export_people
+from api.intervals import MAX_MIN_N, METHOD, SmallGroups
+from api.intervals import groups as interval_groups
 from api.schemas import (
     CATEGORY_ENUMS,
     DEFAULT_LIMIT,
@@ -47,11 +49,13 @@ from api.schemas import (
 from api.services import CensusService
 from warehouse.contract import ATTRIBUTES, CATEGORY_FILTER_COLUMNS, MEASURES, RANGE_QUERY_PARAMS, UNKNOWN_PARAM
 from warehouse.domain import CATEGORIES
+from warehouse.estimates import check_parameters
 from warehouse.filters import PeopleFilter, parse_whole_number
+from warehouse.stats import CONFIDENCE_LEVELS, DEFAULT_CONFIDENCE
 
 API_PREFIX = "/api/v1"
 # Parameters that take one whole number: given twice, or as 30.0 / 3e1, they are a 400 naming them.
-SCALAR_PARAMS: Final = frozenset({*RANGE_QUERY_PARAMS, "limit", "offset"})
+SCALAR_PARAMS: Final = frozenset({*RANGE_QUERY_PARAMS, "limit", "offset", "min_n"})
 
 
 def _bound(name: str) -> Any:
@@ -255,10 +259,13 @@ class StatsController(Controller):
 
     @get(
         "/",
-        summary="Measures per group of the people matching a filter",
-        description="Measures: " + "; ".join(f"`{name}`: {title}" for name, title in MEASURES.items()) + ".",
+        summary="Measures per group of the people matching a filter, with their intervals and reliability",
+        description="Measures: "
+        + "; ".join(f"`{name}`: {title}" for name, title in MEASURES.items())
+        + ".\n\n"
+        + METHOD,
         responses=_responses(400, 503),
-        opt={"query": FILTER_PARAMS | {"group_by", "measures"}},
+        opt={"query": FILTER_PARAMS | {"group_by", "measures", "intervals", "confidence", "min_n", "small_groups"}},
         sync_to_thread=True,
     )
     def stats(
@@ -277,12 +284,65 @@ class StatsController(Controller):
             list[Measure] | None,  # type: ignore[valid-type]
             Parameter(description="Measures to compute (repeat for several); all when absent."),
         ] = None,
+        intervals: Annotated[
+            bool,
+            Parameter(
+                description="`false`: the measures' values and `n` only, without standard errors, intervals, "
+                "census-weighted variants or reliability flags (the query sums fewer statistics)."
+            ),
+        ] = True,
+        confidence: Annotated[
+            float,
+            Parameter(
+                description="Confidence level of every interval: "
+                + ", ".join(f"{level:.2f}" for level in CONFIDENCE_LEVELS)
+                + " (anything else is a 400).",
+                schema_extra={"enum": list(CONFIDENCE_LEVELS)},
+            ),
+        ] = DEFAULT_CONFIDENCE,
+        min_n: Annotated[
+            int | None,
+            Parameter(
+                ge=1,
+                le=MAX_MIN_N,
+                description="Groups of fewer people are unreliable (flagged, or hidden with "
+                "`small_groups=hide`). Default: RELIABILITY_MIN_N (30, the NCHS presentation standard).",
+            ),
+        ] = None,
+        small_groups: Annotated[
+            SmallGroups,
+            Parameter(
+                description="`flag` (default): groups of fewer than `min_n` people are returned with "
+                "`reliable: false`; `hide`: they are left out (`hidden` counts them)."
+            ),
+        ] = SmallGroups.flag,
     ) -> Stats:
         names = list(dict.fromkeys(g.value for g in group_by)) if group_by else []
         wanted = list(dict.fromkeys(m.value for m in measures)) if measures else list(MEASURES)
-        rows = service.stats(people_filter, names, wanted)
-        groups = [Group(**row) for row in rows]
-        return Stats(group_by=names, measures=wanted, filter=people_filter.describe(), groups=groups)
+        least, max_rse = check_parameters(confidence, min_n, None)  # a QueryError (400) names a bad one
+        if intervals:
+            sample, weighted = service.estimates(
+                people_filter, names, wanted, confidence=confidence, min_n=least, max_rse=max_rse
+            )
+            rows = interval_groups(sample, weighted, names, wanted)
+        else:
+            rows = [
+                {**{k: v for k, v in row.items() if k in names or k in wanted}, "n": row["people"]}
+                for row in service.stats(people_filter, names, list(dict.fromkeys([*wanted, "people"])))
+            ]
+        shown = [row for row in rows if row["n"] >= least] if small_groups is SmallGroups.hide else rows
+        return Stats(
+            group_by=names,
+            measures=wanted,
+            filter=people_filter.describe(),
+            groups=[Group(**row) for row in shown],
+            intervals=intervals,
+            confidence=confidence,
+            min_n=least,
+            max_rse=max_rse,
+            small_groups=small_groups.value,
+            hidden=len(rows) - len(shown),
+        )
 
 
 class DimensionsController(Controller):

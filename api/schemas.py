@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from api.intervals import interval_fields
 from warehouse.contract import (
     ATTRIBUTES,
     CATEGORY_ATTRIBUTES,
@@ -92,12 +93,15 @@ class PeoplePage(msgspec.Struct):
 
 
 # One group of /stats: its key(s) (only the `group_by` attributes are present,
-# `null` = missing) and the measures asked for.
+# `null` = missing), the measures asked for, and (unless intervals=false) `n` and each
+# measure's standard error, interval, reliability and census-weighted variant
+# (api.intervals, from the contract's declared uncertainties).
 Group = msgspec.defstruct(
     "Group",
     [
         *((g.name, _optional(g.python_type, g.nullable), UNSET) for g in GROUPINGS.values()),
         *((m.name, _optional(m.python_type, m.nullable), UNSET) for m in MEASURES_DECLARED),
+        *interval_fields(),
     ],
     kw_only=True,
     module=__name__,
@@ -109,6 +113,12 @@ class Stats(msgspec.Struct):
     measures: list[str]
     filter: str  # the filter in words, e.g. "Gender: Female · Age ≥ 30"
     groups: list[Group]
+    intervals: bool = True  # false: the plain measures only (`n` still given)
+    confidence: float = 0.95  # of every interval
+    min_n: int = 30  # fewer people: unreliable (flagged) or hidden
+    max_rse: float = 0.30  # a larger relative standard error: unreliable
+    small_groups: str = "flag"
+    hidden: int = 0  # groups left out (small_groups=hide)
 
 
 class DimensionValue(msgspec.Struct):

@@ -242,7 +242,11 @@ def test_stats_match_pandas(
 def test_stats_measures_and_empty_filter(client: TestClient, input_frame: pd.DataFrame) -> None:
     body = client.get(STATS, params={"group_by": "gender", "measures": ["people", "mean_age"]}).json()
     assert body["measures"] == ["people", "mean_age"]
-    assert all(set(group) == {"gender", "people", "mean_age"} for group in body["groups"])
+    # Only the measures asked for (with their intervals: tests/test_api_intervals.py).
+    assert all({"gender", "people", "mean_age"} <= set(group) for group in body["groups"])
+    assert not any(k.startswith(("share", "population", "mean_hours")) for group in body["groups"] for k in group)
+    plain = client.get(STATS, params={"group_by": "gender", "measures": ["people", "mean_age"], "intervals": "false"})
+    assert all(set(group) == {"gender", "people", "mean_age", "n"} for group in plain.json()["groups"])
     # Nobody matches: no groups (grouped) or one group of nobody (ungrouped).
     nobody_grouped = {"age_min": 90, "age_max": 90, "education": "Preschool", "group_by": "race"}
     assert select(input_frame, nobody_grouped).empty

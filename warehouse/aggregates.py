@@ -77,11 +77,17 @@ def count_statement(people_filter: PeopleFilter) -> Select[Any]:
     return select(func.count().label("people")).select_from(PERSON).where(*people_filter.conditions())
 
 
-def aggregate_statement(people_filter: PeopleFilter, group_by: Sequence[str], measures: Sequence[str]) -> Select[Any]:
-    """Per group: its shown key(s) and the statistics the measures need, ordered
-    missing last, education by years of schooling, the rest by label."""
+def aggregate_statement(
+    people_filter: PeopleFilter,
+    group_by: Sequence[str],
+    measures: Sequence[str],
+    statistics: Sequence[str] | None = None,
+) -> Select[Any]:
+    """Per group: its shown key(s) and the statistics the measures need (or the
+    `statistics` named), ordered missing last, education by years of schooling,
+    the rest by label."""
     keys = [_group_key(name).label(f"key_{index}") for index, name in enumerate(group_by)]
-    wanted = statistics_for(list(measures))
+    wanted = list(statistics) if statistics is not None else statistics_for(list(measures))
     inner = (
         select(*keys, *(STATISTICS[s]().label(s) for s in wanted))
         # Explicit: with no key, no filter and only count(*), nothing else names person.

@@ -15,9 +15,16 @@ Measures are computed in two steps so that the analytical engine only ever sums:
 1. SQL aggregates *sufficient statistics* per group (`STATISTICS`: counts and
    sums, all additive, so any engine and any grouping computes them the same way);
 2. a Python `finish` turns one group's statistics into the measure's value.
-A mean is `sum / n`; a share `count_true / n`; the next issue's confidence
-intervals (Wilson, Kish n_eff, mean ± SE) only add statistics (sum of squares,
-sum of weights, sum of squared weights) and a `finish`.
+A mean is `sum / n`; a share `count_true / n`.
+
+Each measure also declares how far to trust it (`Measure.uncertainty`): the extra
+statistics its interval needs (sums of squares, of weights, of squared weights,
+weighted sums) and the `warehouse.stats` function that turns them into an estimate,
+a standard error and an interval, unweighted and census-weighted (`fnlwgt`).
+Shares get a Wilson score interval (weighted: on Kish's effective sample size),
+means a Student-t interval; counts and the population have none. The extra
+statistics are only asked of the database when intervals are (`statistics_for`),
+so a plain query costs what it always did; `warehouse.estimates` runs them.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, case, func, select
+import pandas as pd
+from sqlalchemy import ColumnElement, Double, case, cast, func, select
 
+from warehouse import stats as _stats
 from warehouse.domain import CATEGORIES, HIGH_INCOME, NULLABLE_COLUMNS, RANGES
 from warehouse.models import DIMENSIONS, IncomeBracket, Person
 
@@ -217,10 +226,47 @@ GROUPABLE_NUMBERS: Final = tuple(a.name for a in RANGE_ATTRIBUTES if a.groupable
 # --------------------------------------------------------------------------- measures
 
 
-def _high_income() -> ColumnElement[Any]:
+def _high_income(value: Any = 1) -> ColumnElement[Any]:
+    """`value` for people earning >50K, else 0 (1: counts them; fnlwgt: weighs them)."""
     bracket = IncomeBracket.__table__
     high = select(bracket.c.id).where(bracket.c.label == HIGH_INCOME).scalar_subquery()
-    return case((PERSON.c.income_bracket_id == high, 1), else_=0)
+    return case((PERSON.c.income_bracket_id == high, value), else_=0)
+
+
+def _double(expression: Any) -> ColumnElement[float]:
+    """As a double: products of weights and squares overflow 64-bit integers on large data
+    (sum of fnlwgt * capital_gain^2 reaches 1e22 on a million people; SQLite raises
+    "integer overflow", DuckDB an OverflowError, PostgreSQL slows to NUMERIC), and a double's
+    53-bit mantissa is ample for a standard error."""
+    return cast(expression, Double)
+
+
+def _weight() -> ColumnElement[float]:
+    return _double(PERSON.c.fnlwgt)
+
+
+# The numeric attributes with a mean measure: statistic stem -> column.
+MEAN_VARIABLES: Final = {"age": "age", "hours": "hours_per_week", "capital_gain": "capital_gain"}
+
+
+def _variable(stem: str) -> ColumnElement[float]:
+    return _double(PERSON.c[MEAN_VARIABLES[stem]])
+
+
+def _interval_statistics() -> dict[str, Callable[[], ColumnElement[Any]]]:
+    """What the intervals need on top of the plain sums: for every mean variable y, sum(y^2),
+    sum(w*y) and sum(w*y^2); for the share, sum(w*[>50K]); and sum(w^2) (Kish's n_eff)."""
+    declared: dict[str, Callable[[], ColumnElement[Any]]] = {
+        "sum_w2": lambda: func.sum(_weight() * _weight()),
+        "sum_w_over_50k": lambda: func.sum(_double(_high_income(PERSON.c.fnlwgt))),
+    }
+    for stem in MEAN_VARIABLES:
+        declared[f"sum_{stem}2"] = lambda stem=stem: func.sum(_variable(stem) * _variable(stem))  # type: ignore[misc]
+        declared[f"sum_w_{stem}"] = lambda stem=stem: func.sum(_weight() * _variable(stem))  # type: ignore[misc]
+        declared[f"sum_w_{stem}2"] = lambda stem=stem: func.sum(  # type: ignore[misc]
+            _weight() * _variable(stem) * _variable(stem)
+        )
+    return declared
 
 
 # Sufficient statistics: additive SQL aggregates over `person`, one row per group.
@@ -233,6 +279,7 @@ STATISTICS: Final[dict[str, Callable[[], ColumnElement[Any]]]] = {
     "sum_age": lambda: func.sum(PERSON.c.age),
     "sum_hours": lambda: func.sum(PERSON.c.hours_per_week),
     "sum_capital_gain": lambda: func.sum(PERSON.c.capital_gain),
+    **_interval_statistics(),
 }
 
 Value = int | float | None
@@ -257,6 +304,49 @@ def _total(name: str) -> Callable[[Mapping[str, Any]], Value]:
     return finish
 
 
+Statistics = pd.DataFrame  # one row per group, a float column per statistic
+Interval = Callable[[Statistics, float], pd.DataFrame]  # (statistics, confidence) -> estimate, se, ci_low, ci_high
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """How far to trust a measure: the statistics and `warehouse.stats` function of its
+    sample interval, and of its census-weighted estimate and interval."""
+
+    method: str  # in words, for the API's documentation
+    statistics: tuple[str, ...]
+    interval: Interval
+    weighted_statistics: tuple[str, ...]
+    weighted_interval: Interval
+
+
+def _share_uncertainty(successes: str, weighted_successes: str) -> Uncertainty:
+    return Uncertainty(
+        "Wilson score interval; census-weighted: the fnlwgt-weighted share with a Wilson interval "
+        "on Kish's effective sample size",
+        ("n", successes),
+        lambda s, confidence: _stats.wilson_share(s[successes], s["n"], confidence),
+        ("n", "sum_fnlwgt", "sum_w2", weighted_successes),
+        lambda s, confidence: _stats.weighted_share(
+            s["sum_fnlwgt"], s["sum_w2"], s[weighted_successes], s["n"], confidence
+        ),
+    )
+
+
+def _mean_uncertainty(stem: str) -> Uncertainty:
+    total, squares, weighted, weighted_squares = f"sum_{stem}", f"sum_{stem}2", f"sum_w_{stem}", f"sum_w_{stem}2"
+    return Uncertainty(
+        "Student-t interval (mean ± t·s/√n); census-weighted: the fnlwgt-weighted mean, its "
+        "standard error with Kish's effective sample size",
+        ("n", total, squares),
+        lambda s, confidence: _stats.mean_interval(s["n"], s[total], s[squares], confidence),
+        ("n", "sum_fnlwgt", "sum_w2", weighted, weighted_squares),
+        lambda s, confidence: _stats.weighted_mean_interval(
+            s["sum_fnlwgt"], s["sum_w2"], s[weighted], s[weighted_squares], s["n"], confidence
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Measure:
     """A number per group: the statistics it needs and how they make its value."""
@@ -272,6 +362,8 @@ class Measure:
     axis_title: str = ""  # chart axis, when it differs from the title
     percent: bool = False  # a share: charts show it x100
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # None: an exact count or sum of the extract (people, population): no interval.
+    uncertainty: Uncertainty | None = None
 
 
 MEASURES_DECLARED: Final[tuple[Measure, ...]] = (
@@ -295,6 +387,7 @@ MEASURES_DECLARED: Final[tuple[Measure, ...]] = (
         additive=False,
         axis_title="Share earning >50K (%)",
         percent=True,
+        uncertainty=_share_uncertainty("n_over_50k", "sum_w_over_50k"),
     ),
     Measure(
         "population",
@@ -305,7 +398,16 @@ MEASURES_DECLARED: Final[tuple[Measure, ...]] = (
         int,
         additive=True,
     ),
-    Measure("mean_age", "Mean age", "Mean age in years.", ("n", "sum_age"), _ratio("sum_age"), float, False),
+    Measure(
+        "mean_age",
+        "Mean age",
+        "Mean age in years.",
+        ("n", "sum_age"),
+        _ratio("sum_age"),
+        float,
+        False,
+        uncertainty=_mean_uncertainty("age"),
+    ),
     Measure(
         "mean_hours",
         "Mean hours per week",
@@ -314,6 +416,7 @@ MEASURES_DECLARED: Final[tuple[Measure, ...]] = (
         _ratio("sum_hours"),
         float,
         False,
+        uncertainty=_mean_uncertainty("hours"),
     ),
     Measure(
         "mean_capital_gain",
@@ -323,6 +426,7 @@ MEASURES_DECLARED: Final[tuple[Measure, ...]] = (
         _ratio("sum_capital_gain"),
         float,
         False,
+        uncertainty=_mean_uncertainty("capital_gain"),
     ),
 )
 MEASURE_DEFS: Final[dict[str, Measure]] = {m.name: m for m in MEASURES_DECLARED}
@@ -330,9 +434,19 @@ MEASURE_DEFS: Final[dict[str, Measure]] = {m.name: m for m in MEASURES_DECLARED}
 MEASURES: Final[dict[str, str]] = {m.name: m.title for m in MEASURES_DECLARED}
 
 
-def statistics_for(measures: list[str] | tuple[str, ...]) -> list[str]:
-    """The statistics a set of measures needs, each once, in declaration order."""
-    wanted = {s for m in measures for s in MEASURE_DEFS[m].statistics}
+def statistics_for(
+    measures: list[str] | tuple[str, ...], *, intervals: bool = False, weighted: bool = False
+) -> list[str]:
+    """The statistics a set of measures needs, each once, in declaration order: their
+    values', plus (`intervals`) their sample intervals' and (`weighted`) their
+    census-weighted estimates' and intervals'."""
+    wanted = {"n"} if intervals or weighted else set()
+    for name in measures:
+        measure = MEASURE_DEFS[name]
+        wanted.update(measure.statistics)
+        if measure.uncertainty is not None:
+            wanted.update(measure.uncertainty.statistics if intervals else ())
+            wanted.update(measure.uncertainty.weighted_statistics if weighted else ())
     return [name for name in STATISTICS if name in wanted]
 
 

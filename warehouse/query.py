@@ -7,6 +7,7 @@ same thing everywhere. The code lives in one module per concern:
 - `warehouse.people`: pages of people (always SQL, the system of record);
 - `warehouse.aggregates`: counts and grouped aggregates (run by `warehouse.analytics`,
   the DuckDB copy, when it holds the current data);
+- `warehouse.estimates`: estimates per group with their intervals and reliability flag;
 - `warehouse.tables`: browsing any table with titles.
 """
 
@@ -35,6 +36,7 @@ from warehouse.contract import (
     UNKNOWN_PARAM,
     column_title,
 )
+from warehouse.estimates import estimate_groups
 from warehouse.filters import PeopleFilter, QueryError, combine
 from warehouse.people import PEOPLE_COLUMNS, fetch_people, get_person, iter_people, select_people
 from warehouse.tables import TABLE_TITLES, browse_table, count_table, list_tables, table_columns
@@ -63,6 +65,7 @@ __all__ = [
     "count_table",
     "dimension_counts",
     "dimension_counts_many",
+    "estimate_groups",
     "fetch_people",
     "get_person",
     "iter_people",
