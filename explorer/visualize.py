@@ -190,8 +190,8 @@ class ChartSpec:
         return f"census-{safe.strip('-')}-{(today or date.today()).isoformat()}.{extension}"
 
     def to_params(self) -> dict[str, list[str]]:
-        """The page-URL form; the options left at their defaults are left out. `weighted`
-        and `confidence` are the API's /stats parameters of the same meaning."""
+        """The page-URL form; the options left at their defaults are left out (`confidence`
+        is the API's /stats parameter of the same name)."""
         params = {"chart": [self.kind], "x": [self.x], "measure": [self.measure]}
         if self.group:
             params["group"] = [self.group]
@@ -1012,7 +1012,7 @@ class VisualizeView(pn.viewable.Viewer):
         """How far to trust the numbers: sample or census-weighted, the interval level,
         small groups faded or hidden; and the bars' order."""
         weighted = pn.widgets.RadioButtonGroup.from_param(
-            self.param.weighted, button_type="primary", button_style="outline", css_classes=["estimates-switch"]
+            self.param.weighted, color="primary", variant="outline", css_classes=["estimates-switch"]
         )
         confidence = pn.widgets.Select.from_param(self.param.confidence, width=130)
         order = pn.widgets.Select.from_param(self.param.order, width=190)
@@ -1156,18 +1156,24 @@ def chart_text_alternative(result: ChartResult, max_rows: int = 200) -> str:
 
 def chart_csv(result: ChartResult) -> bytes:
     """The chart's data as CSV. A chart of estimates: one row per group drawn, in the
-    chart's order, with the columns of the API's /stats for the same question (the
-    group keys, n, the estimate, its standard error and interval, and `reliable`; a
-    share as 0..1, a missing category as an empty field)."""
+    chart's order, with the API's /stats fields of the same names (the group keys, `n`,
+    the estimate, its standard error, interval and reliability flag, census-weighted
+    ones named `<measure>_weighted...`; a share as 0..1, a missing category empty)."""
     if result.estimates is not None:
-        measure = result.spec.effective_measure
+        spec = result.spec
+        measure = spec.effective_measure
         frame = result.estimates
         keys = [c for c in frame.columns if c in GROUP_COLUMNS]
-        parts = {part: estimate_column(measure, part) for part in ("se", "ci_low", "ci_high")}
-        out = frame[[*keys, "n", measure]].copy()
-        for part, name in parts.items():
-            out[part] = frame[name]
-        out["reliable"] = frame[estimate_column(measure, "reliable")]
+        out = frame[[*keys, "n"]].copy()
+        if spec.has_intervals:
+            # /stats' field names: share_over_50k_ci_low, or share_over_50k_weighted_ci_low.
+            stem = f"{measure}_weighted" if spec.census_weighted else measure
+            out[stem] = frame[measure]
+            for part in ("se", "ci_low", "ci_high", "reliable"):
+                out[f"{stem}_{part}"] = frame[estimate_column(measure, part)]
+        else:
+            out[measure] = frame[measure]
+            out["reliable"] = frame["reliable"]
     elif result.data is not None:
         out = result.data
     else:
@@ -1180,7 +1186,8 @@ def chart_data_download(view: VisualizeView) -> pn.widgets.FileDownload:
     button = pn.widgets.FileDownload(
         label="Download chart data (CSV)",
         filename="chart-data.csv",
-        button_type="default",
+        color="primary",
+        variant="outline",
         width=260,
         css_classes=["download-chart-data"],
     )

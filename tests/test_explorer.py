@@ -228,15 +228,16 @@ RENDERED = {
     "stacked": (ChartSpec("stacked", "race", "income", "people"), ["VBar"], "Race", "Number of people",
                 "Number of people by race and income"),
     "grouped": (ChartSpec("grouped", "race", "income", "mean_age"), ["VBar"], "Race", "Mean age",
-                "Mean age by race and income"),
+                "Mean age by race and income (sample)"),
     "histogram": (ChartSpec("histogram", "hours_per_week", None, "people"), ["Quad"], "Hours per week",
                   "Number of people", "Distribution of hours per week (number of people)"),
     "box": (ChartSpec("box", "age", "race", "people"), ["Quad", "Segment", "Segment"], "Race", "Age",
             "Age (quartiles) by race"),
     "heatmap": (ChartSpec("heatmap", "education", "race", "population"), ["Rect"], "Education", "Race",
                 "Population represented (sum of fnlwgt) by education and race"),
-    "line": (ChartSpec("line", "age", "income", "mean_hours"), ["Line", "Line"], "Age", "Mean hours per week",
-             "Mean hours per week over age, by income"),
+    # Per line: its interval as a band (Patch), the line, its points (Scatter).
+    "line": (ChartSpec("line", "age", "income", "mean_hours"), ["Patch", "Line", "Scatter"] * 2, "Age",
+             "Mean hours per week", "Mean hours per week over age, by income (sample)"),
 }  # fmt: skip
 
 
@@ -291,7 +292,10 @@ def test_every_chart_type_renders_the_filtered_data(store: DataStore, input_fram
         got = {(e, r): z for e, r, z in zip(data["education"], data["race"], data["zvalues"])}
         assert got == subset.groupby(["education", "race"])["fnlwgt"].sum().to_dict()
     else:
-        legend = {item.label["value"]: item.renderers[0] for item in figure.legend[0].items}
+        legend = {
+            item.label["value"]: next(r for r in item.renderers if type(r.glyph).__name__ == "Line")
+            for item in figure.legend[0].items
+        }
         assert set(legend) == {"<=50K", ">50K"}
         for income, renderer in legend.items():
             line = _columns(renderer)
