@@ -502,7 +502,9 @@ def test_bar_intervals_and_flags_match_statsmodels(store: DataStore, input_frame
         assert bool(row["reliable"]) == (n >= 30 and rse <= 0.30), occupation
         if not row["reliable"]:
             faded.append(occupation)
-            assert row["note"] == ("fewer than 30 people" if n < 30 else f"relative standard error {rse:.0%} (above 30%)")
+            assert row["note"] == (
+                "fewer than 30 people" if n < 30 else f"relative standard error {rse:.0%} (above 30%)"
+            )
     assert faded and view.result.faded == len(faded)
     low, high = _wilson_percent(int((subset["income"] == ">50K").sum()), len(subset))
     assert 0 <= low < high <= 100
@@ -531,9 +533,7 @@ def test_grouped_means_sample_and_census_weighted_match_statsmodels(
         n_eff = w.sum() ** 2 / (w**2).sum()
         census = DescrStatsW(hours, weights=w * n_eff / w.sum())
         assert weighted.loc[key, "mean_hours"] == pytest.approx(np.average(hours, weights=w))
-        assert (weighted.loc[key, "ci_low"], weighted.loc[key, "ci_high"]) == pytest.approx(
-            census.tconfint_mean(0.05)
-        )
+        assert (weighted.loc[key, "ci_low"], weighted.loc[key, "ci_high"]) == pytest.approx(census.tconfint_mean(0.05))
         assert weighted.loc[key, "people"] == len(part)
     assert "census-weighted (fnlwgt" in view.result.footnote
 
