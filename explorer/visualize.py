@@ -851,6 +851,10 @@ def small_groups_rule(spec: ChartSpec, min_n: int, max_rse: float) -> str:
 def footnote(result: ChartResult) -> str:
     """The line under an exported chart, from the chart's actual settings: the intervals,
     sample or census-weighted estimates, faded or hidden small groups, the source."""
+    return "; ".join(footnote_parts(result))
+
+
+def footnote_parts(result: ChartResult) -> list[str]:
     spec = result.spec
     parts = []
     if spec.has_intervals:
@@ -869,7 +873,7 @@ def footnote(result: ChartResult) -> str:
         if result.faded:
             parts.append(f"faded: {rule}")
     parts.append(f"source: {SOURCE}")
-    return "; ".join(parts)
+    return parts
 
 
 # The chart's options besides type, axes and measure (each in the page URL, see ChartSpec.to_params).
@@ -1108,9 +1112,12 @@ def chart_caption(result: ChartResult) -> str:
             f"{result.faded} {groups} {look}: {small_groups_rule(spec, result.min_n, result.max_rse)}; "
             "tick Hide small groups to leave them out."
         )
+    # Then the export's footnote, less what the sentence above already says.
+    rest = "; ".join(part for part in footnote_parts(result) if not part.startswith("faded:"))
+    explained = f"{html.escape(' '.join(parts))}<br>" if parts else ""
     return (
-        f'<p class="chart-footnote" style="margin:2px 0;font-size:0.9rem">{html.escape(" ".join(parts))}'
-        f'<br><span style="opacity:.85">{html.escape(result.footnote)}</span></p>'
+        f'<p class="chart-footnote" style="margin:2px 0;font-size:0.9rem">{explained}'
+        f'<span style="opacity:.85">{html.escape(rest[:1].upper() + rest[1:])}</span></p>'
     )
 
 
