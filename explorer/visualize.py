@@ -746,7 +746,7 @@ def footnote_hook(text: str, width: int) -> Callable[[Any, Any], None]:
         if not hasattr(figure, "add_layout"):
             return
         # Bokeh stacks "below" annotations from the plot outwards: the first line first.
-        for line in textwrap.wrap(text, max(40, int((width - 40) / (FOOTNOTE_PX * 0.55)))):
+        for line in textwrap.wrap(text, max(40, int((width - 60) / (FOOTNOTE_PX * 0.5)))):
             note = Title(text=line, text_font_size=f"{FOOTNOTE_PX}px", text_font_style="normal", text_color="#333333")
             figure.add_layout(note, "below")
 
