@@ -500,10 +500,11 @@ def build_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Element |
         )
         if spec.has_intervals:
             chart = (chart * _error_bars(data, spec)).opts(title=title, fontsize=common["fontsize"])
+            hooks.append(whisker_colour_hook)
     elif spec.kind in ("stacked", "grouped"):
         assert spec.group is not None
         if spec.kind == "grouped" and spec.has_intervals:
-            hooks.append(whisker_hook)  # hv.ErrorBars cannot follow grouped (nested) bars
+            hooks += [whisker_hook, whisker_colour_hook]  # hv.ErrorBars cannot follow grouped (nested) bars
         chart = hv.Bars(data, kdims=[_dim(spec.x), _dim(spec.group)], vdims=vdims).opts(
             stacked=spec.kind == "stacked",
             multi_level=False,
@@ -632,6 +633,18 @@ def fade_hook(plot: Any, _element: Any) -> None:
             glyph.hatch_alpha = 0.6
 
 
+def whisker_colour_hook(plot: Any, _element: Any, colour: str | None = None) -> None:
+    """Error bars dark on a light page and light on a dark one (exported images are
+    always light: size_for_export passes the colour)."""
+    colour = colour or ("#e6e6e6" if pn.config.theme == "dark" else "#222222")
+    for annotation in getattr(plot.state, "center", []):
+        if type(annotation).__name__ == "Whisker":
+            annotation.line_color = colour
+            for head in (annotation.upper_head, annotation.lower_head):
+                if head is not None:
+                    head.line_color = colour
+
+
 def whisker_hook(plot: Any, _element: Any) -> None:
     """Error bars on grouped bars: a Bokeh Whisker at each bar's nested (x, group) position,
     read from the bars' own data source."""
@@ -725,6 +738,8 @@ def size_for_export(chart: Any, footnote: str = "") -> Any:
     options = hv.Store.lookup_options("bokeh", chart, "plot").kwargs
     title = str(options.get("title") or "")
     hooks = [*options.get("hooks", []), wrapped_title_hook(title, width)]  # keep the fading and error bars
+    if whisker_colour_hook in hooks:  # the image is light whatever the page's theme
+        hooks.append(lambda plot, element: whisker_colour_hook(plot, element, "#222222"))
     if footnote:
         hooks.append(footnote_hook(footnote, width))
     return chart.opts(responsive=False, width=width, height=height, toolbar=None, hooks=hooks, clone=True)

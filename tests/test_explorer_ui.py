@@ -177,13 +177,13 @@ def test_back_and_forward_restore_the_page(server: str, page) -> None:  # type: 
     wait_for_chart(page)
     control(page, "Measure").select_option(label="Mean age")
     expect(page).to_have_url(re.compile(r"measure=mean_age"))
-    expect(page.locator(".chart-title").first).to_have_text("Mean age by education")
+    expect(page.locator(".chart-title").first).to_have_text("Mean age by education (sample)")
     page.go_back()
     expect(page).not_to_have_url(re.compile(r"measure=mean_age"))
     expect(page.locator(".chart-title").first).to_have_text("Number of people by education")
     assert selected_text(control(page, "Measure")) == "Number of people"
     page.go_forward()
-    expect(page.locator(".chart-title").first).to_have_text("Mean age by education")
+    expect(page.locator(".chart-title").first).to_have_text("Mean age by education (sample)")
     assert selected_text(control(page, "Measure")) == "Mean age"
 
 
@@ -232,9 +232,9 @@ def test_measure_disabled_where_it_does_not_apply_and_file_names(server: str, pa
     control(page, "Chart type").select_option(label="Line over age")
     expect(control(page, "Measure")).to_be_enabled()
     control(page, "Measure").select_option(label="Mean hours per week")
-    expect(page.locator(".chart-title").first).to_have_text("Mean hours per week over age, by race")
+    expect(page.locator(".chart-title").first).to_have_text("Mean hours per week over age, by race (sample)")
     name = download(page, "Download JPG", tmp_path).name
-    assert name == f"census-line-mean-hours-per-week-over-age-by-race-{TODAY}.jpg"
+    assert name == f"census-line-mean-hours-per-week-over-age-by-race-sample-{TODAY}.jpg"
     assert ChartSpec("line", "age", None, "mean_age").filename("png").count("age") == 2  # mean age, over age
 
 
