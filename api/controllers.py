@@ -21,7 +21,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from api.formats import FORMAT_DESCRIPTION, ExportOperation, OutputFormat, chosen_format, export_people
-from api.intervals import MAX_MIN_N, METHOD, SmallGroups
+from api.intervals import MAX_MIN_N, MEASURES_TEXT, METHOD, SmallGroups
 from api.intervals import groups as interval_groups
 from api.schemas import (
     CATEGORY_ENUMS,
@@ -260,10 +260,7 @@ class StatsController(Controller):
     @get(
         "/",
         summary="Measures per group of the people matching a filter, with their intervals and reliability",
-        description="Measures: "
-        + "; ".join(f"`{name}`: {title}" for name, title in MEASURES.items())
-        + ".\n\n"
-        + METHOD,
+        description=MEASURES_TEXT + "\n\n" + METHOD,
         responses=_responses(400, 503),
         opt={"query": FILTER_PARAMS | {"group_by", "measures", "intervals", "confidence", "min_n", "small_groups"}},
         sync_to_thread=True,

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final
 
-import pandas as pd
 from msgspec import UNSET, UnsetType
 
 from warehouse.contract import MEASURE_DEFS, MEASURES_DECLARED
-from warehouse.estimates import column
+from warehouse.estimates import Columns, column
 from warehouse.stats import CONFIDENCE_LEVELS
 
 PARTS: Final = ("se", "ci_low", "ci_high")
@@ -57,39 +56,42 @@ def interval_fields() -> list[tuple[str, Any, Any]]:
     return fields
 
 
-def _number(value: Any) -> Any:
-    """JSON-ready: NaN is null, numpy scalars Python numbers."""
-    if value is None:
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    return None if isinstance(value, float) and math.isnan(value) else value
+def _column(columns: Columns, name: str) -> list[Any]:
+    """A column as JSON-ready Python values (NaN is null; tolist converts numpy scalars)."""
+    values = columns[name]
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
 def groups(
-    sample: pd.DataFrame, weighted: pd.DataFrame, group_by: Sequence[str], measures: Sequence[str]
+    sample: Columns, weighted: Columns, group_by: Sequence[str], measures: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """One dict per group of estimate_groups' two tables (same groups, same order)."""
-    answer = []
-    for mine, census in zip(sample.to_dict("records"), weighted.to_dict("records"), strict=True):
-        row: dict[str, Any] = {name: mine[name] for name in group_by}
-        row["n"] = int(mine["n"])
-        row["reliable"] = bool(mine["reliable"])
-        row["reliable_weighted"] = bool(census["reliable"])
-        for name in measures:
-            row[name] = _number(mine[name])
-            if MEASURE_DEFS[name].uncertainty is None:
-                continue
-            for is_weighted, table in ((False, mine), (True, census)):
-                if is_weighted:
-                    row[field_name(name, weighted=True)] = _number(table[name])
-                for part in PARTS:
-                    row[field_name(name, part, is_weighted)] = _number(table[column(name, part)])
-                row[field_name(name, "reliable", is_weighted)] = bool(table[column(name, "reliable")])
-        answer.append(row)
-    return answer
+    """One dict per group from warehouse.estimates.sample_and_weighted's two sets of
+    columns (same groups, same order), built column by column."""
+    fields: dict[str, list[Any]] = {name: _column(sample, name) for name in (*group_by, "n")}
+    fields["reliable"] = _column(sample, "reliable")
+    fields["reliable_weighted"] = _column(weighted, "reliable")
+    for name in measures:
+        fields[name] = _column(sample, name)
+        if MEASURE_DEFS[name].uncertainty is None:
+            continue
+        for is_weighted, table in ((False, sample), (True, weighted)):
+            if is_weighted:
+                fields[field_name(name, weighted=True)] = _column(table, name)
+            for part in (*PARTS, "reliable"):
+                fields[field_name(name, part, is_weighted)] = _column(table, column(name, part))
+    return [dict(zip(fields, values, strict=True)) for values in zip(*fields.values(), strict=True)]
 
 
+# The measures with the method of their interval, from the contract.
+MEASURES_TEXT: Final = (
+    "Measures: "
+    + "; ".join(
+        f"`{m.name}`: {m.title} ({m.uncertainty.method if m.uncertainty else 'an exact total: no interval'})"
+        for m in MEASURES_DECLARED
+    )
+    + "."
+)
 LEVELS: Final = ", ".join(f"{level:.2f}" for level in CONFIDENCE_LEVELS)
 METHOD: Final = (
     "**How far to trust each number.** Unless `intervals=false`, every group carries `n` (people in the "

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -31,7 +30,7 @@ from warehouse.db import (
     sqlite_read_only_uri,
 )
 from warehouse.domain import CATEGORIES
-from warehouse.estimates import estimates_from_statistics, grouped_statistics
+from warehouse.estimates import Columns, sample_and_weighted
 from warehouse.models import Load
 from warehouse.query import (
     MEASURES,
@@ -152,15 +151,11 @@ class CensusService:
 
     def estimates(
         self, people_filter: PeopleFilter, group_by: Sequence[str], measures: Sequence[str], **thresholds: Any
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """warehouse.estimates' sample and census-weighted tables, from one query.
+    ) -> tuple[Columns, Columns]:
+        """warehouse.estimates' sample and census-weighted columns, from one query.
         `thresholds`: confidence, min_n, max_rse."""
         with self.engine.connect() as connection:
-            statistics = grouped_statistics(connection, people_filter, group_by, measures, weighted=None)
-        return (
-            estimates_from_statistics(statistics, group_by, measures, **thresholds),
-            estimates_from_statistics(statistics, group_by, measures, weighted=True, **thresholds),
-        )
+            return sample_and_weighted(connection, people_filter, group_by, measures, **thresholds)
 
     def dimension(self, name: str, people_filter: PeopleFilter | None = None) -> dict[str, Any]:
         """Every allowed value of one categorical attribute with its count; `unknown`

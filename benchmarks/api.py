@@ -2,7 +2,7 @@
 
     python -m benchmarks.api [--seconds 10] [--connections 8,32] [--workers 2] [--no-throughput]
                              [--db PATH] [--million-db PATH | --no-million] [--million-url URL]
-                             [--ten-million-db PATH] [--fresh-upload]
+                             [--ten-million-db PATH] [--fresh-upload] [--only-intervals]
 
 1. Throughput: `/api/v1/people?gender=Female&age_min=30&limit=100` (exact total)
    against Datasette's `/census/people.json?gender=Female&age__gte=30&_size=100`
@@ -23,6 +23,10 @@
 5. Overhead of the operators' features: req/s with metrics, a (never reached)
    rate limit and the JSON access log on, against all three off (target: at most
    10% slower).
+6. (--only-intervals, or as part of the 1,000,000-row run) /stats with intervals and
+   census-weighted variants (the default) against the same queries with
+   `intervals=false`, on 1,000,000 people: both medians and their ratio (target:
+   at most 1.3x).
 
 Everything runs on 127.0.0.1, and every server started here is stopped at the end.
 """
@@ -378,6 +382,54 @@ def overhead(args: argparse.Namespace, db: Path) -> None:
     print(f"on / off: {ratio:.2f} (target >= 0.90: {'met' if ratio >= 0.9 else 'MISSED'})")
 
 
+# --------------------------------------------------------------------------- intervals on /stats (issue 14)
+
+INTERVAL_TARGET = 1.3
+
+
+def intervals_cost(args: argparse.Namespace, url: str, sql: bool = False) -> None:
+    """Every /stats query of MILLION_QUERIES with its intervals and census-weighted
+    variants (the default) and with `intervals=false`, interleaved request by request
+    so both see the same load; per query both medians and their ratio, then the
+    median ratio against the target. `sql`: without the analytic copy (COLUMNAR_MAX_ROWS=0)."""
+    from warehouse.db import describe
+
+    engine = "SQL, no analytic copy" if sql else "the analytic copy"
+    print(f"\n== /stats with intervals vs intervals=false on {describe(url)}, {engine} (median of {args.repeat} pairs)")
+    port = free_port()
+    command = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
+    env = {"DATABASE_URL": url, "API_ACCESS_LOG": "0", **({"COLUMNAR_MAX_ROWS": "0"} if sql else {})}
+    ratios = []
+    with serve(command, port, "/health", env) as api, httpx.Client(timeout=120) as http:
+        people = http.get(api + "/health").json()["people"]
+        if not sql:
+            print(f"analytic copy ready after {wait_for_snapshot(http, api):.1f} s")
+        print(f"people: {people:,}")
+        print(f"{'with ms':>8} {'plain ms':>9} {'ratio':>6} {'groups':>6}  query")
+        for kind, query in MILLION_QUERIES:
+            if kind != "stats":
+                continue
+            plain = f"{query}&intervals=false"
+            full_body, plain_body = http.get(api + query).json(), http.get(api + plain).json()  # warm-up, check
+            assert len(full_body["groups"]) == len(plain_body["groups"])
+            assert "share_over_50k_weighted_ci_low" in full_body["groups"][0], "no intervals in the answer"
+            times: dict[str, list[float]] = {"full": [], "plain": []}
+            for _ in range(args.repeat):
+                for name, target in (("full", query), ("plain", plain)):
+                    start = time.perf_counter()
+                    http.get(api + target).raise_for_status()
+                    times[name].append((time.perf_counter() - start) * 1000)
+            full, bare = statistics.median(times["full"]), statistics.median(times["plain"])
+            ratios.append(full / bare)
+            print(f"{full:8.1f} {bare:9.1f} {full / bare:6.2f} {len(full_body['groups']):6}  {query}")
+    ratio = statistics.median(ratios)
+    verdict = "met" if ratio <= INTERVAL_TARGET else "MISSED"
+    print(
+        f"with intervals / without: median ratio {ratio:.2f}, worst {max(ratios):.2f} "
+        f"(target <= {INTERVAL_TARGET}: {verdict}); load average {os.getloadavg()}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each load run")
@@ -396,8 +448,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
     parser.add_argument("--only-new", action="store_true", help="only the export, gzip and overhead figures")
+    parser.add_argument(
+        "--only-intervals",
+        action="store_true",
+        help="only /stats with vs without intervals on 1,000,000 rows (--million-db, --million-url)",
+    )
+    parser.add_argument(
+        "--intervals-sql", action="store_true", help="with --only-intervals: also without the analytic copy"
+    )
     args = parser.parse_args(argv)
     print(f"load average: {os.getloadavg()}")
+    if args.only_intervals:
+        with tempfile.TemporaryDirectory(prefix="census-api-bench-") as work:
+            # --million-db: kept between runs (built there the first time).
+            big = build_database(None, 1_000_000, args.million_db or Path(work) / "census_1m.db")
+            intervals_cost(args, f"sqlite:///{big.resolve()}")
+            if args.intervals_sql:
+                intervals_cost(args, f"sqlite:///{big.resolve()}", sql=True)
+            if args.million_url:
+                intervals_cost(args, args.million_url)
+        return
     with tempfile.TemporaryDirectory(prefix="census-api-bench-") as work:
         db = args.db or build_database(None, None, Path(work) / "census.db")
         export_and_gzip(db.resolve())
@@ -411,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_million:
             big = args.million_db or build_database(None, 1_000_000, Path(work) / "census_1m.db")
             million(args, f"sqlite:///{big.resolve()}")
+            intervals_cost(args, f"sqlite:///{big.resolve()}")
         if args.million_url:
             million(args, args.million_url)
         if args.ten_million_db:

@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-import pandas as pd
 from sqlalchemy import ColumnElement, Double, case, cast, func, select
 
 from warehouse import stats as _stats
@@ -234,10 +233,10 @@ def _high_income(value: Any = 1) -> ColumnElement[Any]:
 
 
 def _double(expression: Any) -> ColumnElement[float]:
-    """As a double: products of weights and squares overflow 64-bit integers on large data
-    (sum of fnlwgt * capital_gain^2 reaches 1e22 on a million people; SQLite raises
-    "integer overflow", DuckDB an OverflowError, PostgreSQL slows to NUMERIC), and a double's
-    53-bit mantissa is ample for a standard error."""
+    """As a double: products of weights and squares overflow integers (one person's
+    fnlwgt * capital_gain^2 reaches 1e16, a few hundred of them pass 64 bits: SQLite raises
+    "integer overflow", PostgreSQL "integer out of range" on the INTEGER product, DuckDB an
+    overflow error), and a double's 53-bit mantissa is ample for a standard error."""
     return cast(expression, Double)
 
 
@@ -304,8 +303,9 @@ def _total(name: str) -> Callable[[Mapping[str, Any]], Value]:
     return finish
 
 
-Statistics = pd.DataFrame  # one row per group, a float column per statistic
-Interval = Callable[[Statistics, float], pd.DataFrame]  # (statistics, confidence) -> estimate, se, ci_low, ci_high
+Statistics = Mapping[str, Any]  # statistic name -> its per-group column (numpy array or Series)
+# (statistics, confidence) -> columns estimate, se, ci_low, ci_high (numpy arrays, one value per group)
+Interval = Callable[[Statistics, float], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -325,9 +325,9 @@ def _share_uncertainty(successes: str, weighted_successes: str) -> Uncertainty:
         "Wilson score interval; census-weighted: the fnlwgt-weighted share with a Wilson interval "
         "on Kish's effective sample size",
         ("n", successes),
-        lambda s, confidence: _stats.wilson_share(s[successes], s["n"], confidence),
+        lambda s, confidence: _stats.wilson_share_columns(s[successes], s["n"], confidence),
         ("n", "sum_fnlwgt", "sum_w2", weighted_successes),
-        lambda s, confidence: _stats.weighted_share(
+        lambda s, confidence: _stats.weighted_share_columns(
             s["sum_fnlwgt"], s["sum_w2"], s[weighted_successes], s["n"], confidence
         ),
     )
@@ -339,9 +339,9 @@ def _mean_uncertainty(stem: str) -> Uncertainty:
         "Student-t interval (mean ± t·s/√n); census-weighted: the fnlwgt-weighted mean, its "
         "standard error with Kish's effective sample size",
         ("n", total, squares),
-        lambda s, confidence: _stats.mean_interval(s["n"], s[total], s[squares], confidence),
+        lambda s, confidence: _stats.mean_interval_columns(s["n"], s[total], s[squares], confidence),
         ("n", "sum_fnlwgt", "sum_w2", weighted, weighted_squares),
-        lambda s, confidence: _stats.weighted_mean_interval(
+        lambda s, confidence: _stats.weighted_mean_interval_columns(
             s["sum_fnlwgt"], s["sum_w2"], s[weighted], s[weighted_squares], s["n"], confidence
         ),
     )

@@ -18,8 +18,9 @@ sample size); no row of people is pulled into Python.
 - `reliable`: at least `min_n` people and every measure's relative standard error at
   most `max_rse` (the NCHS presentation rule; see `warehouse.stats`).
 
-`grouped_statistics` + `estimates_from_statistics` split it in two, so the API can
-answer the sample and the census-weighted estimates from one query.
+`grouped_statistics` + `estimates_from_statistics` split it in two (several estimates
+from one query); `sample_and_weighted` gives the API both variants from one query as
+plain columns, without pandas (a /stats request's Python cost stays small).
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ from warehouse import analytics
 from warehouse import stats as _stats
 from warehouse.aggregates import Runner, aggregate_statement, validate_aggregate
 from warehouse.config import get_settings
-from warehouse.contract import MEASURE_DEFS, finish, statistics_for
+from warehouse.contract import GROUPINGS, MEASURE_DEFS, finish, statistics_for
 from warehouse.filters import PeopleFilter, QueryError
 
 SUFFIXES: Final = ("se", "ci_low", "ci_high", "reliable")  # m__se, m__ci_low, m__ci_high, m__reliable
 SEPARATOR: Final = "__"
+
+
+Columns = dict[str, Any]  # column name -> its per-group values (a list or a numpy array)
 
 
 def check_parameters(confidence: float, min_n: int | None, max_rse: float | None) -> tuple[int, float]:
@@ -49,14 +53,124 @@ def check_parameters(confidence: float, min_n: int | None, max_rse: float | None
     except (ValueError, TypeError):
         allowed = [f"{level:.2f}" for level in _stats.CONFIDENCE_LEVELS]
         raise QueryError("confidence", f"{confidence!r} is not supported", allowed) from None
-    settings = get_settings()
-    chosen_n = settings.reliability_min_n if min_n is None else min_n
-    chosen_rse = settings.reliability_max_rse if max_rse is None else max_rse
-    if isinstance(chosen_n, bool) or not isinstance(chosen_n, int | np.integer) or chosen_n < 0:
-        raise QueryError("min_n", f"{chosen_n!r} is not a whole number of people (0 or more)")
-    if not (isinstance(chosen_rse, int | float) and chosen_rse > 0):
-        raise QueryError("max_rse", f"{chosen_rse!r} is not a positive relative standard error")
-    return int(chosen_n), float(chosen_rse)
+    if min_n is None or max_rse is None:
+        settings = get_settings()
+        min_n = settings.reliability_min_n if min_n is None else min_n
+        max_rse = settings.reliability_max_rse if max_rse is None else max_rse
+    if isinstance(min_n, bool) or not isinstance(min_n, int | np.integer) or min_n < 0:
+        raise QueryError("min_n", f"{min_n!r} is not a whole number of people (0 or more)")
+    if isinstance(max_rse, bool) or not (isinstance(max_rse, int | float) and max_rse > 0):
+        raise QueryError("max_rse", f"{max_rse!r} is not a positive relative standard error")
+    return int(min_n), float(max_rse)
+
+
+# --------------------------------------------------------------------------- columns (no pandas)
+
+
+def statistics_columns(
+    connection: Connection,
+    people_filter: PeopleFilter,
+    group_by: Sequence[str],
+    measures: Sequence[str],
+    *,
+    weighted: bool | None = False,
+    run: Runner = analytics.run,
+) -> tuple[Columns, dict[str, np.ndarray]]:
+    """One query: (the group keys as Python values, the statistics as float arrays) that the
+    measures' values and intervals need (`weighted`: census-weighted ones; None: both)."""
+    wanted = validate_aggregate(group_by, measures)
+    statistics = statistics_for(wanted, intervals=weighted is not True, weighted=weighted is not False)
+    rows = run(connection, aggregate_statement(people_filter, group_by, wanted, statistics))
+    keys = {name: [row[name] for row in rows] for name in group_by}
+    sums = {}
+    for name in statistics:
+        # None (SUM over no rows: the one row of an empty ungrouped query) -> 0; Decimal -> float.
+        values = np.array([row[name] for row in rows], dtype=float)
+        sums[name] = np.where(np.isnan(values), 0.0, values)
+    return keys, sums
+
+
+def estimate_columns(
+    keys: Columns,
+    sums: dict[str, np.ndarray],
+    measures: Sequence[str],
+    *,
+    weighted: bool,
+    confidence: float,
+    min_n: int,
+    max_rse: float,
+) -> Columns:
+    """estimate_groups' columns (see the module docstring) from statistics_columns' answer."""
+    n = sums["n"]
+    columns: Columns = {**keys, "n": n.astype(np.int64)}
+    all_reliable = (n > 0) & (n >= min_n)
+    for name in measures:
+        measure = MEASURE_DEFS[name]
+        uncertainty = measure.uncertainty
+        if uncertainty is None:
+            values = [finish({s: sums[s][i] for s in measure.statistics}, [name])[name] for i in range(len(n))]
+            estimate = np.asarray(values, dtype=float)
+            shown: Any = estimate if measure.nullable else estimate.astype(np.int64)
+            se = low = high = np.full(len(n), np.nan)
+        else:
+            interval = uncertainty.weighted_interval if weighted else uncertainty.interval
+            answer = interval(sums, confidence)
+            estimate = shown = answer["estimate"]
+            se, low, high = answer["se"], answer["ci_low"], answer["ci_high"]
+        flag = _stats.reliable(n, estimate, se, min_n, max_rse).astype(bool)
+        columns[name] = shown
+        columns[f"{name}{SEPARATOR}se"] = se
+        columns[f"{name}{SEPARATOR}ci_low"] = low
+        columns[f"{name}{SEPARATOR}ci_high"] = high
+        columns[f"{name}{SEPARATOR}reliable"] = flag
+        all_reliable = all_reliable & flag
+    columns["reliable"] = np.asarray(all_reliable, dtype=bool)
+    return columns
+
+
+def sample_and_weighted(
+    connection: Connection,
+    people_filter: PeopleFilter,
+    group_by: Sequence[str],
+    measures: Sequence[str],
+    *,
+    confidence: float = _stats.DEFAULT_CONFIDENCE,
+    min_n: int | None = None,
+    max_rse: float | None = None,
+    run: Runner = analytics.run,
+) -> tuple[Columns, Columns]:
+    """estimate_groups' columns with weighted=False and weighted=True, from one query and
+    without pandas (the API's /stats: a request's Python cost stays well under a millisecond)."""
+    least, most = check_parameters(confidence, min_n, max_rse)
+    wanted = validate_aggregate(group_by, measures)
+    keys, sums = statistics_columns(connection, people_filter, group_by, wanted, weighted=None, run=run)
+    thresholds = {"confidence": confidence, "min_n": least, "max_rse": most}
+    return (
+        estimate_columns(keys, sums, wanted, weighted=False, **thresholds),
+        estimate_columns(keys, sums, wanted, weighted=True, **thresholds),
+    )
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _key_column(name: str, values: list[Any]) -> pd.Series:
+    """Labels stay Python objects (None for missing: pandas' string dtype would make it NaN);
+    numeric groupings (age, years of schooling, hours) are whole numbers."""
+    grouping = GROUPINGS[name]
+    if grouping.python_type is int and not grouping.nullable:
+        return pd.Series(values, dtype=np.int64)
+    return pd.Series(values, dtype=object)
+
+
+def _table(columns: Columns, group_by: Sequence[str], **attrs: Any) -> pd.DataFrame:
+    length = len(columns["n"])
+    frame = pd.DataFrame(
+        {name: _key_column(name, values) if name in group_by else values for name, values in columns.items()},
+        index=pd.RangeIndex(length),
+    )
+    frame.attrs.update(attrs)
+    return frame
 
 
 def grouped_statistics(
@@ -68,22 +182,9 @@ def grouped_statistics(
     weighted: bool | None = False,
     run: Runner = analytics.run,
 ) -> pd.DataFrame:
-    """One row per group: the group_by columns and, as floats, the statistics the measures'
-    values and intervals need (`weighted`: census-weighted ones; None: both), in one query."""
-    wanted = validate_aggregate(group_by, measures)
-    statistics = statistics_for(wanted, intervals=weighted is not True, weighted=weighted is not False)
-    rows = run(connection, aggregate_statement(people_filter, group_by, wanted, statistics))
-    # Group keys as Python objects (labels, None for missing; pandas' string dtype would make
-    # None NaN); statistics as floats, 0 for the NULL sums of an empty ungrouped query.
-    frame = pd.DataFrame(
-        {
-            **{name: pd.Series([row[name] for row in rows], dtype=object) for name in group_by},
-            **{name: pd.Series([row[name] for row in rows], dtype=float).fillna(0.0) for name in statistics},
-        },
-        columns=[*group_by, *statistics],
-    )
-    frame.attrs["measures"] = wanted
-    return frame
+    """statistics_columns as a table: one row per group, the group_by columns and the statistics."""
+    keys, sums = statistics_columns(connection, people_filter, group_by, measures, weighted=weighted, run=run)
+    return _table({**keys, **sums}, group_by)
 
 
 def estimates_from_statistics(
@@ -97,35 +198,12 @@ def estimates_from_statistics(
     max_rse: float | None = None,
 ) -> pd.DataFrame:
     """estimate_groups' table from grouped_statistics' (see the module docstring)."""
-    min_people, max_error = check_parameters(confidence, min_n, max_rse)
+    least, most = check_parameters(confidence, min_n, max_rse)
     wanted = validate_aggregate(group_by, measures)
-    n = statistics["n"].to_numpy(float)
-    out = statistics[list(group_by)].reset_index(drop=True).copy()
-    out["n"] = n.astype(np.int64)
-    plain_rows = statistics.to_dict("records")
-    all_reliable = (n > 0) & (n >= min_people)
-    for name in wanted:
-        measure = MEASURE_DEFS[name]
-        uncertainty = measure.uncertainty
-        if uncertainty is None:
-            values = [finish(row, [name])[name] for row in plain_rows]
-            estimate = pd.Series(values, dtype=float if measure.nullable else np.int64)
-            se = low = high = np.full(len(out), np.nan)
-        else:
-            interval = uncertainty.weighted_interval if weighted else uncertainty.interval
-            frame = interval(statistics.reset_index(drop=True), confidence)
-            estimate = frame["estimate"].reset_index(drop=True)
-            se, low, high = (frame[c].to_numpy(float) for c in ("se", "ci_low", "ci_high"))
-        flag = _stats.reliable(n, estimate.to_numpy(float), se, min_people, max_error).astype(bool)
-        out[name] = estimate.to_numpy()
-        out[f"{name}{SEPARATOR}se"] = se
-        out[f"{name}{SEPARATOR}ci_low"] = low
-        out[f"{name}{SEPARATOR}ci_high"] = high
-        out[f"{name}{SEPARATOR}reliable"] = flag
-        all_reliable = all_reliable & flag
-    out["reliable"] = np.asarray(all_reliable, dtype=bool)
-    out.attrs.update(weighted=weighted, confidence=confidence, min_n=min_people, max_rse=max_error)
-    return out
+    keys = {name: statistics[name].tolist() for name in group_by}
+    sums = {name: statistics[name].to_numpy(float) for name in statistics.columns if name not in group_by}
+    columns = estimate_columns(keys, sums, wanted, weighted=weighted, confidence=confidence, min_n=least, max_rse=most)
+    return _table(columns, group_by, weighted=weighted, confidence=confidence, min_n=least, max_rse=most)
 
 
 def estimate_groups(
@@ -144,17 +222,11 @@ def estimate_groups(
 
     `min_n` / `max_rse` None: RELIABILITY_MIN_N / RELIABILITY_MAX_RSE (30 people, 30%).
     A bad parameter is a QueryError naming it (`confidence` must be 0.90, 0.95 or 0.99)."""
-    check_parameters(confidence, min_n, max_rse)  # before the database is asked
-    statistics = grouped_statistics(connection, people_filter, group_by, measures, weighted=weighted)
-    return estimates_from_statistics(
-        statistics,
-        group_by,
-        measures,
-        weighted=weighted,
-        confidence=confidence,
-        min_n=min_n,
-        max_rse=max_rse,
-    )
+    least, most = check_parameters(confidence, min_n, max_rse)  # before the database is asked
+    wanted = validate_aggregate(group_by, measures)
+    keys, sums = statistics_columns(connection, people_filter, group_by, wanted, weighted=weighted)
+    columns = estimate_columns(keys, sums, wanted, weighted=weighted, confidence=confidence, min_n=least, max_rse=most)
+    return _table(columns, group_by, weighted=weighted, confidence=confidence, min_n=least, max_rse=most)
 
 
 def column(measure: str, part: str) -> str:
@@ -162,12 +234,3 @@ def column(measure: str, part: str) -> str:
     if part not in SUFFIXES:
         raise ValueError(f"part={part!r}: use one of {', '.join(SUFFIXES)}")
     return f"{measure}{SEPARATOR}{part}"
-
-
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The table as JSON-ready dicts: NaN as None, numpy scalars as Python numbers."""
-    cleaned = frame.astype(object).where(frame.notna(), None)
-    return [
-        {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-        for row in cleaned.to_dict("records")
-    ]

@@ -51,6 +51,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+from scipy import special as _scipy_special
 from scipy import stats as _scipy_stats
 
 CONFIDENCE_LEVELS: Final = (0.90, 0.95, 0.99)
@@ -119,26 +120,52 @@ def _wilson(p: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndar
     return low, high
 
 
-def wilson_share(successes: ArrayLike, n: ArrayLike, confidence: float = DEFAULT_CONFIDENCE) -> pd.DataFrame:
-    """Unweighted share successes/n with its Wilson score interval.
-
-    Columns: n, estimate, se (binomial sqrt(p(1-p)/n), for the reliability flag), ci_low, ci_high.
-    """
+def wilson_share_columns(
+    successes: ArrayLike, n: ArrayLike, confidence: float = DEFAULT_CONFIDENCE
+) -> dict[str, np.ndarray]:
+    """wilson_share's columns as numpy arrays (no index, no DataFrame: the cheap form for a
+    request that formats them itself)."""
     z = z_value(confidence)
-    index = _index(successes, n)
     k, size = np.broadcast_arrays(_array(successes), _array(n))
     if np.any(k < 0) or np.any(k > size):
         raise ValueError("successes must lie between 0 and n")
     p = _divide(k, size)
     low, high = _wilson(p, size, z)
     se = np.sqrt(_divide(p * (1 - p), size))
-    return _frame(index, n=size, estimate=p, se=se, ci_low=low, ci_high=high)
+    return dict(n=size, estimate=p, se=se, ci_low=low, ci_high=high)
+
+
+def wilson_share(successes: ArrayLike, n: ArrayLike, confidence: float = DEFAULT_CONFIDENCE) -> pd.DataFrame:
+    """Unweighted share successes/n with its Wilson score interval.
+
+    Columns: n, estimate, se (binomial sqrt(p(1-p)/n), for the reliability flag), ci_low, ci_high.
+    """
+    return _frame(_index(successes, n), **wilson_share_columns(successes, n, confidence))
 
 
 def effective_sample_size(sum_w: ArrayLike, sum_w2: ArrayLike) -> np.ndarray:
     """Kish's effective sample size (sum w)^2 / sum w^2; NaN for a group without weight."""
     total, squares = np.broadcast_arrays(_array(sum_w), _array(sum_w2))
     return _divide(total * total, squares)
+
+
+def weighted_share_columns(
+    sum_w: ArrayLike,
+    sum_w2: ArrayLike,
+    sum_wy: ArrayLike,
+    n: ArrayLike | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, np.ndarray]:
+    """weighted_share's columns as numpy arrays (no index, no DataFrame: the cheap form for a
+    request that formats them itself)."""
+    z = z_value(confidence)
+    total, squares, weighted_hits = np.broadcast_arrays(_array(sum_w), _array(sum_w2), _array(sum_wy))
+    n_eff = effective_sample_size(total, squares)
+    p = _divide(weighted_hits, total)
+    low, high = _wilson(p, n_eff, z)
+    se = np.sqrt(_divide(p * (1 - p), n_eff))
+    people = np.broadcast_to(_array(n), total.shape).astype(float) if n is not None else n_eff
+    return dict(n=people, n_eff=n_eff, estimate=p, se=se, ci_low=low, ci_high=high)
 
 
 def weighted_share(
@@ -153,15 +180,7 @@ def weighted_share(
 
     Columns: n (people, if given), n_eff, estimate, se (sqrt(p(1-p)/n_eff)), ci_low, ci_high.
     """
-    z = z_value(confidence)
-    index = _index(sum_w, sum_w2, sum_wy, n)
-    total, squares, weighted_hits = np.broadcast_arrays(_array(sum_w), _array(sum_w2), _array(sum_wy))
-    n_eff = effective_sample_size(total, squares)
-    p = _divide(weighted_hits, total)
-    low, high = _wilson(p, n_eff, z)
-    se = np.sqrt(_divide(p * (1 - p), n_eff))
-    people = np.broadcast_to(_array(n), total.shape).astype(float) if n is not None else n_eff
-    return _frame(index, n=people, n_eff=n_eff, estimate=p, se=se, ci_low=low, ci_high=high)
+    return _frame(_index(sum_w, sum_w2, sum_wy, n), **weighted_share_columns(sum_w, sum_w2, sum_wy, n, confidence))
 
 
 # --------------------------------------------------------------------------- means
@@ -170,8 +189,26 @@ def weighted_share(
 def _t_interval(mean: np.ndarray, se: np.ndarray, df: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     usable = df > 0
     quantile = np.full(mean.shape, np.nan)
-    quantile[usable] = _scipy_stats.t.ppf(0.5 + confidence / 2, df[usable])
+    # stdtrit is what t.ppf computes, without the distribution machinery's overhead per call.
+    quantile[usable] = _scipy_special.stdtrit(df[usable], 0.5 + confidence / 2)
     return mean - quantile * se, mean + quantile * se
+
+
+def mean_interval_columns(
+    n: ArrayLike, sum_y: ArrayLike, sum_y2: ArrayLike, confidence: float = DEFAULT_CONFIDENCE
+) -> dict[str, np.ndarray]:
+    """mean_interval's columns as numpy arrays (no index, no DataFrame: the cheap form for a
+    request that formats them itself)."""
+    _check_confidence(confidence)
+    size, total, squares = np.broadcast_arrays(_array(n), _array(sum_y), _array(sum_y2))
+    mean = _divide(total, size)
+    # sum (y - mean)^2 from the sums; clipped at 0 against rounding when every y is equal.
+    deviations = np.clip(squares - mean * total, 0, None)
+    variance = _divide(deviations, size - 1)
+    variance[~(size > 1)] = np.nan
+    se = np.sqrt(_divide(variance, size))
+    low, high = _t_interval(mean, se, size - 1, confidence)
+    return dict(n=size, estimate=mean, se=se, ci_low=low, ci_high=high)
 
 
 def mean_interval(
@@ -181,17 +218,32 @@ def mean_interval(
 
     A group of one has a mean but no standard error or interval (NaN); an empty group has neither.
     """
+    return _frame(_index(n, sum_y, sum_y2), **mean_interval_columns(n, sum_y, sum_y2, confidence))
+
+
+def weighted_mean_interval_columns(
+    sum_w: ArrayLike,
+    sum_w2: ArrayLike,
+    sum_wy: ArrayLike,
+    sum_wy2: ArrayLike,
+    n: ArrayLike | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, np.ndarray]:
+    """weighted_mean_interval's columns as numpy arrays (no index, no DataFrame: the cheap form for a
+    request that formats them itself)."""
     _check_confidence(confidence)
-    index = _index(n, sum_y, sum_y2)
-    size, total, squares = np.broadcast_arrays(_array(n), _array(sum_y), _array(sum_y2))
-    mean = _divide(total, size)
-    # sum (y - mean)^2 from the sums; clipped at 0 against rounding when every y is equal.
-    deviations = np.clip(squares - mean * total, 0, None)
-    variance = _divide(deviations, size - 1)
-    variance[~(size > 1)] = np.nan
-    se = np.sqrt(_divide(variance, size))
-    low, high = _t_interval(mean, se, size - 1, confidence)
-    return _frame(index, n=size, estimate=mean, se=se, ci_low=low, ci_high=high)
+    total, squares, wy, wy2 = np.broadcast_arrays(_array(sum_w), _array(sum_w2), _array(sum_wy), _array(sum_wy2))
+    n_eff = effective_sample_size(total, squares)
+    mean = _divide(wy, total)
+    deviations = np.clip(wy2 - mean * wy, 0, None)
+    population_variance = _divide(deviations, total)
+    variance_of_mean = _divide(population_variance, n_eff - 1)
+    # One person (n_eff == 1) or none: no standard error.
+    variance_of_mean[~(n_eff > 1 + 1e-9)] = np.nan
+    se = np.sqrt(variance_of_mean)
+    low, high = _t_interval(mean, se, n_eff - 1, confidence)
+    people = np.broadcast_to(_array(n), total.shape).astype(float) if n is not None else n_eff
+    return dict(n=people, n_eff=n_eff, estimate=mean, se=se, ci_low=low, ci_high=high)
 
 
 def weighted_mean_interval(
@@ -209,20 +261,10 @@ def weighted_mean_interval(
 
     Columns: n (people, if given), n_eff, estimate, se, ci_low, ci_high.
     """
-    _check_confidence(confidence)
-    index = _index(sum_w, sum_w2, sum_wy, sum_wy2, n)
-    total, squares, wy, wy2 = np.broadcast_arrays(_array(sum_w), _array(sum_w2), _array(sum_wy), _array(sum_wy2))
-    n_eff = effective_sample_size(total, squares)
-    mean = _divide(wy, total)
-    deviations = np.clip(wy2 - mean * wy, 0, None)
-    population_variance = _divide(deviations, total)
-    variance_of_mean = _divide(population_variance, n_eff - 1)
-    # One person (n_eff == 1) or none: no standard error.
-    variance_of_mean[~(n_eff > 1 + 1e-9)] = np.nan
-    se = np.sqrt(variance_of_mean)
-    low, high = _t_interval(mean, se, n_eff - 1, confidence)
-    people = np.broadcast_to(_array(n), total.shape).astype(float) if n is not None else n_eff
-    return _frame(index, n=people, n_eff=n_eff, estimate=mean, se=se, ci_low=low, ci_high=high)
+    return _frame(
+        _index(sum_w, sum_w2, sum_wy, sum_wy2, n),
+        **weighted_mean_interval_columns(sum_w, sum_w2, sum_wy, sum_wy2, n, confidence),
+    )
 
 
 # --------------------------------------------------------------------------- reliability
