@@ -631,6 +631,29 @@ def fade_hook(plot: Any, _element: Any) -> None:
             glyph.hatch_pattern = field("fade_hatch")
             glyph.hatch_color = "#333333"
             glyph.hatch_alpha = 0.6
+        _legend_from_reliable_rows(plot.state, renderer, flags)
+
+
+def _legend_from_reliable_rows(figure: Any, renderer: Any, flags: list[bool]) -> None:
+    """A legend entry drawn from a column (grouped or stacked bars) shows its first row's
+    look, which may be a faded one: point each entry at a reliable row of its group."""
+    from bokeh.core.properties import value
+    from bokeh.models import LegendItem
+
+    data = renderer.data_source.data
+    for legend in getattr(figure, "legend", []):
+        items = []
+        for item in legend.items:
+            column = getattr(item.label, "field", None) if item.label is not None else None
+            if renderer not in item.renderers or item.index is not None or column not in data:
+                items.append(item)
+                continue
+            labels = list(data[column])
+            for label in dict.fromkeys(labels):
+                rows = [i for i, name in enumerate(labels) if name == label]
+                index = next((i for i in rows if flags[i]), rows[0])
+                items.append(LegendItem(label=value(str(label)), renderers=[renderer], index=index))
+        legend.items = items
 
 
 def whisker_colour_hook(plot: Any, _element: Any, colour: str | None = None) -> None:

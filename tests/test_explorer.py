@@ -554,6 +554,10 @@ def test_faded_bars_are_the_unreliable_groups_where_drawn(store: DataStore, inpu
         small = sizes[(race, income)] < 30
         assert (alpha < 1, hatch.strip() != "") == (small, small), (race, income)
     assert any(alpha < 1 for alpha in bars["fade_alpha"])
+    # The legend shows each income as a reliable bar looks, not as its first (faded) bar.
+    legend = {item.label["value"]: item.index for item in figure.legend[0].items}
+    assert set(legend) == {"<=50K", ">50K"}
+    assert all(bars["fade_alpha"][index] == 1 and bars["income"][index] == name for name, index in legend.items())
     whiskers = [a for a in figure.center if type(a).__name__ == "Whisker"]
     assert len(whiskers) == 1
     drawn = whiskers[0].source.data
