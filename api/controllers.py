@@ -262,7 +262,10 @@ class StatsController(Controller):
         summary="Measures per group of the people matching a filter, with their intervals and reliability",
         description=MEASURES_TEXT + "\n\n" + METHOD,
         responses=_responses(400, 503),
-        opt={"query": FILTER_PARAMS | {"group_by", "measures", "intervals", "confidence", "min_n", "small_groups"}},
+        opt={
+            "query": FILTER_PARAMS
+            | {"group_by", "measures", "intervals", "weighted", "confidence", "min_n", "small_groups"}
+        },
         sync_to_thread=True,
     )
     def stats(
@@ -286,6 +289,13 @@ class StatsController(Controller):
             Parameter(
                 description="`false`: the measures' values and `n` only, without standard errors, intervals, "
                 "census-weighted variants or reliability flags (the query sums fewer statistics)."
+            ),
+        ] = True,
+        weighted: Annotated[
+            bool,
+            Parameter(
+                description="`false`: the sample estimates' intervals only, without the census-weighted "
+                "variants (`<measure>_weighted*`, `reliable_weighted`): about half the extra sums."
             ),
         ] = True,
         confidence: Annotated[
@@ -318,10 +328,10 @@ class StatsController(Controller):
         wanted = list(dict.fromkeys(m.value for m in measures)) if measures else list(MEASURES)
         least, max_rse = check_parameters(confidence, min_n, None)  # a QueryError (400) names a bad one
         if intervals:
-            sample, weighted = service.estimates(
-                people_filter, names, wanted, confidence=confidence, min_n=least, max_rse=max_rse
+            sample, census = service.estimates(
+                people_filter, names, wanted, confidence=confidence, min_n=least, max_rse=max_rse, weighted=weighted
             )
-            rows = interval_groups(sample, weighted, names, wanted)
+            rows = interval_groups(sample, census, names, wanted)
         else:
             rows = [
                 {**{k: v for k, v in row.items() if k in names or k in wanted}, "n": row["people"]}
@@ -334,6 +344,7 @@ class StatsController(Controller):
             filter=people_filter.describe(),
             groups=[Group(**row) for row in shown],
             intervals=intervals,
+            weighted=weighted and intervals,
             confidence=confidence,
             min_n=least,
             max_rse=max_rse,

@@ -64,18 +64,21 @@ def _column(columns: Columns, name: str) -> list[Any]:
 
 
 def groups(
-    sample: Columns, weighted: Columns, group_by: Sequence[str], measures: Sequence[str]
+    sample: Columns, weighted: Columns | None, group_by: Sequence[str], measures: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """One dict per group from warehouse.estimates.sample_and_weighted's two sets of
-    columns (same groups, same order), built column by column."""
+    """One dict per group from warehouse.estimates.sample_and_weighted's sets of columns
+    (same groups, same order; `weighted` None: no census-weighted fields), built column by column."""
     fields: dict[str, list[Any]] = {name: _column(sample, name) for name in (*group_by, "n")}
     fields["reliable"] = _column(sample, "reliable")
-    fields["reliable_weighted"] = _column(weighted, "reliable")
+    variants: list[tuple[bool, Columns]] = [(False, sample)]
+    if weighted is not None:
+        fields["reliable_weighted"] = _column(weighted, "reliable")
+        variants.append((True, weighted))
     for name in measures:
         fields[name] = _column(sample, name)
         if MEASURE_DEFS[name].uncertainty is None:
             continue
-        for is_weighted, table in ((False, sample), (True, weighted)):
+        for is_weighted, table in variants:
             if is_weighted:
                 fields[field_name(name, weighted=True)] = _column(table, name)
             for part in (*PARTS, "reliable"):
@@ -99,7 +102,8 @@ METHOD: Final = (
     "(`<measure>_ci_low`, `<measure>_ci_high`) and a reliability flag (`<measure>_reliable`), plus the "
     "census-weighted estimate (weights: `fnlwgt`) with the same four (`<measure>_weighted`, "
     "`<measure>_weighted_se`, `..._weighted_ci_low`, `..._weighted_ci_high`, `..._weighted_reliable`); "
-    "`reliable` / `reliable_weighted` hold when every measure of the group is reliable. Counts "
+    "`reliable` / `reliable_weighted` hold when every measure of the group is reliable "
+    "(`weighted=false` leaves the census-weighted fields out: fewer sums for the database). Counts "
     "(`people`) and the population represented are exact totals of the extract: no interval.\n\n"
     "Methods: a share has a **Wilson score interval** (it stays inside [0, 1] and keeps its coverage for "
     "small groups and shares near 0 or 1); its census-weighted version is the fnlwgt-weighted share "

@@ -114,6 +114,7 @@ class Stats(msgspec.Struct):
     filter: str  # the filter in words, e.g. "Gender: Female · Age ≥ 30"
     groups: list[Group]
     intervals: bool = True  # false: the plain measures only (`n` still given)
+    weighted: bool = True  # false: without the census-weighted variants
     confidence: float = 0.95  # of every interval
     min_n: int = 30  # fewer people: unreliable (flagged) or hidden
     max_rse: float = 0.30  # a larger relative standard error: unreliable

@@ -156,6 +156,16 @@ def test_intervals_false_gives_the_plain_measures(client: TestClient) -> None:
         assert {k: with_intervals[k] for k in without} == without
 
 
+def test_weighted_false_leaves_the_census_weighted_fields_out(client: TestClient) -> None:
+    full = _get(client, group_by="race", measures=["share_over_50k", "mean_age"])
+    sample = _get(client, group_by="race", measures=["share_over_50k", "mean_age"], weighted="false")
+    assert sample["weighted"] is False and full["weighted"] is True
+    for with_weights, without in zip(full["groups"], sample["groups"], strict=True):
+        assert not any("weighted" in key for key in without)
+        assert {k: with_weights[k] for k in without} == without
+        assert "share_over_50k_weighted_ci_low" in with_weights
+
+
 def test_the_openapi_documents_the_method(client: TestClient) -> None:
     schema = client.get("/schema/openapi.json").json()
     operation = schema["paths"][STATS]["get"]

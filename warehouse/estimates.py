@@ -137,18 +137,19 @@ def sample_and_weighted(
     confidence: float = _stats.DEFAULT_CONFIDENCE,
     min_n: int | None = None,
     max_rse: float | None = None,
+    weighted: bool = True,
     run: Runner = analytics.run,
-) -> tuple[Columns, Columns]:
-    """estimate_groups' columns with weighted=False and weighted=True, from one query and
-    without pandas (the API's /stats: a request's Python cost stays well under a millisecond)."""
+) -> tuple[Columns, Columns | None]:
+    """estimate_groups' columns with weighted=False and (unless not `weighted`: None, and the
+    weighted statistics are not summed) weighted=True, from one query and without pandas
+    (the API's /stats: a request's Python cost stays well under a millisecond)."""
     least, most = check_parameters(confidence, min_n, max_rse)
     wanted = validate_aggregate(group_by, measures)
-    keys, sums = statistics_columns(connection, people_filter, group_by, wanted, weighted=None, run=run)
+    both: bool | None = None if weighted else False
+    keys, sums = statistics_columns(connection, people_filter, group_by, wanted, weighted=both, run=run)
     thresholds = {"confidence": confidence, "min_n": least, "max_rse": most}
-    return (
-        estimate_columns(keys, sums, wanted, weighted=False, **thresholds),
-        estimate_columns(keys, sums, wanted, weighted=True, **thresholds),
-    )
+    sample = estimate_columns(keys, sums, wanted, weighted=False, **thresholds)
+    return sample, estimate_columns(keys, sums, wanted, weighted=True, **thresholds) if weighted else None
 
 
 # --------------------------------------------------------------------------- tables
