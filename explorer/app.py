@@ -112,7 +112,7 @@ class ExplorerApp:
             self.initial_filter = PeopleFilter.from_params(query)
         except QueryError as error:
             self.initial_filter, self.notice = PeopleFilter(), f"The link's filter was ignored: {error}"
-        self.initial_chart = {name: (query.get(name) or [""])[-1] for name in ("chart", "x", "group", "measure")}
+        self.initial_query = query  # the chart and its options are read once Visualize is built
         self.browse = BrowseView(store)
         self.browse.set_params(query)  # table, columns, sort and page
         self.browse.param.watch(self._write_url, ["url_state"])
@@ -138,19 +138,13 @@ class ExplorerApp:
         from explorer.filters import FilterPanel
 
         if tab == "visualize" and self.visualize is None:
-            from explorer.visualize import ChartSpec, VisualizeView
+            from explorer.visualize import CHART_OPTIONS, ChartSpec, VisualizeView
 
             view = VisualizeView(self.store, FilterPanel(people_filter=self.initial_filter))
-            wanted = self.initial_chart
-            spec = ChartSpec(
-                kind=wanted["chart"] or "bar",
-                x=wanted["x"] or "education",
-                group=wanted["group"] or None,
-                measure=wanted["measure"] or "people",
-            )
+            spec = ChartSpec.from_params(self.initial_query)
             if spec.kind in view.param.chart_type.objects.values() and spec.measure in MEASURES:
                 view.set_spec(spec)
-            view.param.watch(self._write_url, ["chart_type", "x", "group", "measure"])
+            view.param.watch(self._write_url, ["chart_type", "x", "group", "measure", *CHART_OPTIONS])
             view.filters.param.watch(self._write_url, ["people_filter"])
             self.visualize = view
             self._holders["visualize"][:] = [view]

@@ -370,14 +370,13 @@ def download_buttons(view: VisualizeView) -> pn.Column:
                     object="There is no chart to export: change the filters or the chart.", visible=True
                 )
                 return io.BytesIO(b"")  # None makes Panel log a traceback
+            from explorer.visualize import export_chart
+
             button.filename = result.spec.filename(extension)
             scale = int(getattr(view, "export_scale", 1) or 1)
             try:
-                data = (
-                    exporter().png(result.chart, scale=scale)
-                    if extension == "png"
-                    else exporter().jpg(result.chart, scale=scale)
-                )
+                chart = export_chart(result)  # with the intervals, faded groups and the footnote
+                data = exporter().png(chart, scale=scale) if extension == "png" else exporter().jpg(chart, scale=scale)
             except ImageExportError as error:
                 status.param.update(object=str(error), visible=True)
                 return io.BytesIO(b"")

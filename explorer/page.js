@@ -131,6 +131,11 @@
         handle.setAttribute("aria-label", `${name}${which}`);
       });
     }
+    // Bokeh's Checkbox writes its text in a div beside the input, not in a <label>.
+    for (const box of root.querySelectorAll('input[type="checkbox"]:not([aria-label])')) {
+      const text = box.parentNode && box.parentNode.querySelector(".bk-label");
+      if (text) box.setAttribute("aria-label", (text.textContent || "").trim());
+    }
   }
 
   function onTabKey(event, header) {

@@ -13,12 +13,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+import pandas as pd
 import panel as pn
 import param
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from warehouse import analytics, query
+from warehouse import analytics, estimates, query
 from warehouse.config import get_settings
 from warehouse.db import DatabaseUnavailable, describe, make_engine
 from warehouse.query import PeopleFilter
@@ -68,6 +69,11 @@ def _answer(url: str, kind: str, key: Any) -> Any:
         if kind == "aggregate":
             group_by, measures = rest
             return query.aggregate_people(connection, people_filter, list(group_by), list(measures))
+        if kind == "estimates":
+            group_by, measures, weighted, confidence = rest
+            return estimates.estimate_groups(
+                connection, people_filter, list(group_by), list(measures), weighted=weighted, confidence=confidence
+            )
         if kind == "value_counts":
             column, by = rest
             return query.value_counts(connection, people_filter, column, by)
@@ -141,6 +147,21 @@ class DataStore(param.Parameterized):
     ) -> list[dict[str, Any]]:
         key = (filter_key(people_filter), tuple(group_by), tuple(measures))
         return _answer(self.url, "aggregate", key)  # type: ignore[no-any-return]
+
+    def estimates(
+        self,
+        people_filter: PeopleFilter,
+        group_by: Sequence[str],
+        measures: Sequence[str],
+        *,
+        weighted: bool = False,
+        confidence: float = 0.95,
+    ) -> pd.DataFrame:
+        """warehouse.estimates.estimate_groups (n, estimates, intervals, reliability flags
+        at the configured thresholds), cached; a copy, which the caller may change."""
+        key = (filter_key(people_filter), tuple(group_by), tuple(measures), bool(weighted), float(confidence))
+        frame: pd.DataFrame = _answer(self.url, "estimates", key)
+        return frame.copy()
 
     def value_counts(self, people_filter: PeopleFilter, column: str, by: str | None = None) -> list[dict[str, Any]]:
         return _answer(self.url, "value_counts", (filter_key(people_filter), column, by))  # type: ignore[no-any-return]

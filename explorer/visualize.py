@@ -4,6 +4,7 @@ query layer); pandas only shapes the few aggregated rows for HoloViews (Bokeh)."
 from __future__ import annotations
 
 import html
+import io
 import textwrap
 import time
 from collections.abc import Callable
@@ -21,7 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from explorer.filters import FilterPanel
 from explorer.store import DataStore
+from warehouse.config import get_settings
 from warehouse.contract import MEASURE_DEFS
+from warehouse.estimates import column as estimate_column
 from warehouse.query import (
     AGE_BAND,
     CATEGORY_COLUMNS,
@@ -31,6 +34,7 @@ from warehouse.query import (
     PeopleFilter,
     column_title,
 )
+from warehouse.stats import CONFIDENCE_LEVELS, DEFAULT_CONFIDENCE
 
 hv.extension("bokeh", logo=False)
 
@@ -56,6 +60,15 @@ SCREEN_HEIGHT: Final = 480
 EXPORT_SIZE: Final = (1000, 560)
 TITLE_PX: Final = 16  # exported title and subtitle font sizes
 SUBTITLE_PX: Final = 13
+FOOTNOTE_PX: Final = 11
+# How far to trust a number (issue 14): intervals, census weights, small groups.
+BAR_KINDS: Final = ("bar", "stacked", "grouped")  # the charts whose bars may be sorted by value
+ORDERS: Final[dict[str, str]] = {"Category order": "category", "By value (largest first)": "value"}
+ESTIMATES: Final[dict[str, bool]] = {"Sample": False, "Census-weighted": True}
+CONFIDENCES: Final[dict[str, float]] = {f"{level:.0%} interval": level for level in CONFIDENCE_LEVELS}
+FADED_ALPHA: Final = 0.3  # an unreliable group's bar, cell or point; hatched as well where it has a fill
+FADED_HATCH: Final = "/"
+SOURCE: Final = "UCI Adult, 1994 CPS"
 
 
 def attribute_title(name: str | None) -> str:
@@ -89,10 +102,35 @@ class ChartSpec:
     x: str = "education"
     group: str | None = None
     measure: str = "people"
+    weighted: bool = False  # census-weighted (fnlwgt) estimates instead of the sample's
+    order: str = "category"  # "value": bars sorted by their value, largest first
+    hide_small: bool = False  # leave out the groups too small to trust, instead of fading them
+    confidence: float = DEFAULT_CONFIDENCE
 
     @property
     def effective_measure(self) -> str:
         return "people" if self.kind in COUNT_ONLY else self.measure
+
+    @property
+    def has_intervals(self) -> bool:
+        """Whether the chart draws an estimate with an interval (shares and means; counts
+        and the population are exact totals of the extract, and weights do not apply)."""
+        return self.kind not in COUNT_ONLY and MEASURE_DEFS[self.effective_measure].uncertainty is not None
+
+    @property
+    def census_weighted(self) -> bool:
+        return self.weighted and self.has_intervals
+
+    @property
+    def by_value(self) -> bool:
+        return self.order == "value" and self.kind in BAR_KINDS
+
+    @property
+    def estimates_label(self) -> str:
+        """What the title says about the estimates: '' where weights and intervals do not apply."""
+        if not self.has_intervals:
+            return ""
+        return "census-weighted" if self.weighted else "sample"
 
     def problem(self) -> str | None:
         """Why this combination cannot be drawn (None when it can)."""
@@ -126,7 +164,9 @@ class ChartSpec:
             group = attribute_title(self.group).lower()
             joined = f"{by} and {group}" if by else f"by {group}"
             by = f"{by}, by {group}" if self.kind == "line" else joined
-        return f"{what} {by}".strip()
+        subject = f"{what} {by}".strip()
+        # Sample or census-weighted: stated in the title, so a shared image says which.
+        return f"{subject} ({self.estimates_label})" if self.estimates_label else subject
 
     def subtitle(self, people_filter: PeopleFilter, people: int | None = None) -> str:
         """Who the chart covers: the filters and the number of people."""
@@ -150,10 +190,42 @@ class ChartSpec:
         return f"census-{safe.strip('-')}-{(today or date.today()).isoformat()}.{extension}"
 
     def to_params(self) -> dict[str, list[str]]:
+        """The page-URL form; the options left at their defaults are left out (`confidence`
+        is the API's /stats parameter of the same name)."""
         params = {"chart": [self.kind], "x": [self.x], "measure": [self.measure]}
         if self.group:
             params["group"] = [self.group]
+        if self.weighted:
+            params["weighted"] = ["true"]
+        if self.order != "category":
+            params["order"] = [self.order]
+        if self.hide_small:
+            params["small"] = ["hide"]
+        if self.confidence != DEFAULT_CONFIDENCE:
+            params["confidence"] = [f"{self.confidence:.2f}"]
         return params
+
+    @classmethod
+    def from_params(cls, query: dict[str, list[str]]) -> ChartSpec:
+        """The chart a page URL asks for; a value this explorer does not know is left at its default."""
+
+        def last(name: str) -> str:
+            return (query.get(name) or [""])[-1]
+
+        try:
+            confidence = float(last("confidence") or DEFAULT_CONFIDENCE)
+        except ValueError:
+            confidence = DEFAULT_CONFIDENCE
+        return cls(
+            kind=last("chart") or "bar",
+            x=last("x") or "education",
+            group=last("group") or None,
+            measure=last("measure") or "people",
+            weighted=last("weighted").lower() in ("true", "1", "yes"),
+            order=last("order") if last("order") in ORDERS.values() else "category",
+            hide_small=last("small") == "hide",
+            confidence=next((c for c in CONFIDENCE_LEVELS if np.isclose(c, confidence)), DEFAULT_CONFIDENCE),
+        )
 
 
 def _label(value: Any) -> str:
@@ -192,39 +264,135 @@ def box_stats(values: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclass
+class ChartData:
+    """What a chart draws, and how far to trust each of its groups."""
+
+    frame: pd.DataFrame  # the rows drawn (shares in %), category keys as text
+    people: int  # people the chart covers (hidden groups included)
+    estimates: pd.DataFrame | None = None  # estimate_groups' rows drawn, in the chart's order (the CSV)
+    faded: int = 0  # groups drawn faded
+    hidden: int = 0  # groups left out by "Hide small groups"
+    min_n: int = 30
+    max_rse: float = 0.30
+
+
 def chart_data(store: DataStore, spec: ChartSpec, people_filter: PeopleFilter) -> pd.DataFrame:
     """The aggregated rows a chart draws, as a tidy frame (category keys as text)."""
-    return chart_data_and_total(store, spec, people_filter)[0]
+    return collect_chart_data(store, spec, people_filter).frame
 
 
 def chart_data_and_total(store: DataStore, spec: ChartSpec, people_filter: PeopleFilter) -> tuple[pd.DataFrame, int]:
+    collected = collect_chart_data(store, spec, people_filter)
+    return collected.frame, collected.people
+
+
+def collect_chart_data(store: DataStore, spec: ChartSpec, people_filter: PeopleFilter) -> ChartData:
     """The chart's rows and the number of people they cover. The groups cover every
     matching person (missing values form their own group), so one SQL query answers
     both: no separate count over the table."""
-    measure = spec.effective_measure
+    settings = get_settings()
     if spec.kind in COUNT_ONLY:
         rows = store.value_counts(people_filter, spec.x, spec.group)
         frame = pd.DataFrame(rows, columns=(["group"] if spec.group else []) + ["value", "people"])
         total = int(frame["people"].sum())
         if spec.group:
             frame["group"] = frame["group"].map(_label).astype(object)
-        if spec.kind == "histogram":
-            return _histogram(frame, spec), total
-        return _boxes(frame, spec), total
+        drawn = _histogram(frame, spec) if spec.kind == "histogram" else _boxes(frame, spec)
+        return ChartData(drawn, total, None, 0, 0, settings.reliability_min_n, settings.reliability_max_rse)
     group_by = [spec.x] if spec.kind != "line" else ["age"]
     if spec.group:
         group_by.append(spec.group)
-    measures = [measure] if measure == "people" else [measure, "people"]
-    rows = store.aggregate(people_filter, group_by, measures)
-    frame = pd.DataFrame(rows, columns=[*group_by, *measures])
+    measure = spec.effective_measure
+    # warehouse.estimates is the one place intervals and reliability flags are computed.
+    estimates = store.estimates(
+        people_filter, group_by, [measure], weighted=spec.census_weighted, confidence=spec.confidence
+    ).reset_index(drop=True)
+    min_n = int(estimates.attrs.get("min_n", settings.reliability_min_n))
+    max_rse = float(estimates.attrs.get("max_rse", settings.reliability_max_rse))
+    frame = _estimate_frame(estimates, spec, group_by, min_n, max_rse)
     total = int(frame["people"].sum())
-    if MEASURE_DEFS[measure].percent:
-        frame[measure] = frame[measure] * 100.0
+    hidden = 0
+    if spec.hide_small:
+        hidden = int((~frame["reliable"]).sum())
+        frame = frame[frame["reliable"]]
+    if spec.by_value:
+        frame = _sorted_by_value(frame, spec)
+    faded = int((~frame["reliable"]).sum())
+    shown = estimates.loc[frame.index].reset_index(drop=True)
+    return ChartData(frame.reset_index(drop=True), total, shown, faded, hidden, min_n, max_rse)
+
+
+def _estimate_frame(
+    estimates: pd.DataFrame, spec: ChartSpec, group_by: list[str], min_n: int, max_rse: float
+) -> pd.DataFrame:
+    """estimate_groups' table as the chart draws it: the keys as labels, the measure (x100
+    for a share), `people` (n), the interval, the reliability flag and, for tooltips and
+    the table, the interval and the flag's reason in words."""
+    measure = spec.effective_measure
+    definition = MEASURE_DEFS[measure]
+    scale = 100.0 if definition.percent else 1.0
+    frame = pd.DataFrame(index=estimates.index)
     for column in group_by:
         if spec.kind == "line" and column == "age":
-            continue
-        frame[column] = frame[column].map(_label).astype(object)
-    return frame, total
+            frame[column] = estimates[column].astype(int)
+        else:
+            frame[column] = estimates[column].map(_label).astype(object)
+    frame[measure] = estimates[measure] * scale if definition.percent else estimates[measure]
+    frame["people"] = estimates["n"].astype(np.int64)
+    frame["se"] = estimates[estimate_column(measure, "se")] * scale
+    frame["ci_low"] = estimates[estimate_column(measure, "ci_low")] * scale
+    frame["ci_high"] = estimates[estimate_column(measure, "ci_high")] * scale
+    frame["reliable"] = estimates[estimate_column(measure, "reliable")].astype(bool)
+    bounds = zip(frame["ci_low"], frame["ci_high"], strict=True)
+    intervals = [interval_text(low, high, measure, spec.has_intervals) for low, high in bounds]
+    notes = [
+        "" if ok else flag_text(n, value, se, min_n, max_rse)
+        for ok, n, value, se in zip(frame["reliable"], frame["people"], frame[measure], frame["se"], strict=True)
+    ]
+    # Plain objects: HoloViews reshapes a heatmap's columns, which pandas' Arrow strings refuse.
+    frame["interval"] = pd.Series(intervals, index=frame.index, dtype=object)
+    frame["note"] = pd.Series(notes, index=frame.index, dtype=object)
+    return frame
+
+
+def _sorted_by_value(frame: pd.DataFrame, spec: ChartSpec) -> pd.DataFrame:
+    """Largest first. A grouped or stacked chart keeps its x categories together and
+    sorts them by their stack's total (stacked) or their bars' mean (grouped)."""
+    measure = spec.effective_measure
+    if spec.group is None:
+        return frame.sort_values(measure, ascending=False, kind="stable")
+    how = "sum" if spec.kind == "stacked" else "mean"
+    rank = frame.groupby(spec.x, sort=False)[measure].transform(how)
+    return frame.assign(_rank=rank).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
+
+
+def format_value(value: float, measure: str) -> str:
+    """A measure's value as the chart's table and tooltips write it."""
+    if value is None or not np.isfinite(value):
+        return "–"
+    if MEASURE_DEFS[measure].percent:
+        return f"{value:.1f}%"
+    if measure in ("people", "population", "mean_capital_gain"):
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def interval_text(low: float, high: float, measure: str, has_intervals: bool = True) -> str:
+    if not has_intervals:
+        return "none (an exact count of the extract)"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "none (too few people)"
+    return f"{format_value(low, measure)} – {format_value(high, measure)}"
+
+
+def flag_text(n: int, value: float, se: float, min_n: int, max_rse: float) -> str:
+    """Why estimate_groups flagged a group unreliable, in words (warehouse.stats.reliable's rule)."""
+    if n < min_n:
+        return f"fewer than {min_n} people"
+    if np.isfinite(se) and value and np.isfinite(value) and abs(se / value) > max_rse:
+        return f"relative standard error {abs(se / value):.0%} (above {max_rse:.0%})"
+    return "too uncertain to trust"
 
 
 def _histogram(frame: pd.DataFrame, spec: ChartSpec) -> pd.DataFrame:
@@ -275,19 +443,68 @@ def _yformat(measure: str) -> NumeralTickFormatter:
     return NumeralTickFormatter(format="0,0" if measure in ("people", "population") else "0,0.[0]")
 
 
+def _tooltips(data: pd.DataFrame, spec: ChartSpec, keys: list[str]) -> list[tuple[str, str]]:
+    """Each group's keys, its value, n and its interval (or why it has none), and a flag."""
+    measure = spec.effective_measure
+    text = spec.kind == "heatmap"  # HoloViews hands a heatmap's values to Bokeh as text
+    number = "" if text else "{0.0}" if MEASURE_DEFS[measure].percent else "{0,0.[0]}"
+    unit = "%" if MEASURE_DEFS[measure].percent else ""
+    tips = [(attribute_title(key), f"@{{{key}}}") for key in keys]
+    if measure != "people":
+        tips.append((measure_title(measure), f"@{{{measure}}}{number}{unit}"))
+    tips.append(("People (n)", "@{people}" if text else "@{people}{0,0}"))
+    if spec.has_intervals:
+        tips.append((f"{spec.confidence:.0%} interval", "@{interval}"))
+    tips.append(("Note", "@{note}"))
+    return tips
+
+
+def _value_dims(data: pd.DataFrame, spec: ChartSpec) -> list[hv.Dimension | str]:
+    """The measure first (what is drawn), then what the tooltips, the fading and the
+    error bars read from the chart's data source."""
+    measure = spec.effective_measure
+    extra = [c for c in ("people", "ci_low", "ci_high", "interval", "note", "reliable") if c in data.columns]
+    dims: list[hv.Dimension | str] = [_measure_dim(measure)]
+    dims += [_measure_dim("people") if c == "people" else c for c in extra if c != measure]
+    return dims
+
+
+def _y_limits(data: pd.DataFrame, spec: ChartSpec) -> tuple[float, float] | None:
+    """Room for the error bars (HoloViews sizes a bar chart's axis to the bars alone)."""
+    if not spec.has_intervals or data.empty:
+        return None
+    measure = spec.effective_measure
+    values = data[[measure, "ci_low", "ci_high"]].to_numpy(dtype=float)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    low, high = min(0.0, low), max(0.0, high)
+    pad = (high - low) * 0.05 or 1.0
+    return (low - pad if low < 0 else 0.0, high + pad)
+
+
 def build_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Element | hv.Overlay:
-    """A HoloViews object with title, axis labels in words and hover tooltips."""
+    """A HoloViews object with title, axis labels in words, hover tooltips giving n and
+    the interval, error bars (bars) or bands (lines), and unreliable groups faded."""
     measure = spec.effective_measure
     m_dim = _measure_dim(measure)
-    # The number of people behind each bar or cell shows in the hover tooltip too.
-    vdims = [m_dim] if measure == "people" or "people" not in data.columns else [m_dim, _measure_dim("people")]
+    estimates = "reliable" in data.columns  # drawn from warehouse.estimates (not the count-only charts)
+    vdims = _value_dims(data, spec) if estimates else [m_dim]
     common = {"title": title, "tools": ["hover"], "fontsize": {"title": "11pt"}}
+    hooks = [fade_hook] if estimates else []
     if spec.kind == "bar":
         chart = hv.Bars(data, kdims=[_dim(spec.x)], vdims=vdims).opts(
-            xrotation=45 if len(data) > 8 else 0, yformatter=_yformat(measure), color="#3b6ea5", **common
+            xrotation=45 if len(data) > 8 else 0,
+            yformatter=_yformat(measure),
+            color="#3b6ea5",
+            hover_tooltips=_tooltips(data, spec, [spec.x]),
+            **common,
         )
+        if spec.has_intervals:
+            chart = (chart * _error_bars(data, spec)).opts(title=title, fontsize=common["fontsize"])
+            hooks.append(whisker_colour_hook)
     elif spec.kind in ("stacked", "grouped"):
         assert spec.group is not None
+        if spec.kind == "grouped" and spec.has_intervals:
+            hooks += [whisker_hook, whisker_colour_hook]  # hv.ErrorBars cannot follow grouped (nested) bars
         chart = hv.Bars(data, kdims=[_dim(spec.x), _dim(spec.group)], vdims=vdims).opts(
             stacked=spec.kind == "stacked",
             multi_level=False,
@@ -296,11 +513,13 @@ def build_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Element |
             cmap="Category20",
             legend_position="right",
             show_legend=True,
+            hover_tooltips=_tooltips(data, spec, [spec.x, spec.group]),
             **common,
         )
     elif spec.kind == "heatmap":
         assert spec.group is not None
         chart = hv.HeatMap(data, kdims=[_dim(spec.x), _dim(spec.group)], vdims=vdims).opts(
+            hover_tooltips=_tooltips(data, spec, [spec.x, spec.group]),
             colorbar=True,
             cmap="viridis",
             xrotation=45,
@@ -309,17 +528,7 @@ def build_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Element |
             **common,
         )
     elif spec.kind == "line":
-        if spec.group:
-            curves = {
-                name: hv.Curve(part, kdims=[_dim("age")], vdims=vdims, label=name).opts(tools=["hover"])
-                for name, part in data.groupby(spec.group, sort=False)
-            }
-            chart = hv.Overlay(list(curves.values())).opts(
-                title=title, legend_position="right", fontsize=common["fontsize"]
-            )
-        else:
-            chart = hv.Curve(data, kdims=[_dim("age")], vdims=vdims).opts(line_width=2, **common)
-        chart = chart.opts(hv.opts.Curve(yformatter=_yformat(measure)))
+        chart = _line_chart(data, spec, vdims, title)
     elif spec.kind == "histogram":
         x_dim, people = _dim(spec.x), _measure_dim("people")
         if spec.group:
@@ -343,7 +552,155 @@ def build_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Element |
         chart = _box_chart(data, spec, title)
     else:  # pragma: no cover - guarded by ChartSpec.problem
         raise ValueError(spec.kind)
+    if hooks:
+        chart = chart.opts(hooks=hooks)
+        limits = _y_limits(data, spec)
+        if limits is not None and spec.kind != "line":
+            chart = chart.opts(ylim=limits)
     return chart
+
+
+def _error_bars(data: pd.DataFrame, spec: ChartSpec) -> hv.ErrorBars:
+    """Each bar's interval (asymmetric: a Wilson interval is not centred on the share)."""
+    measure = spec.effective_measure
+    rows = data[data["ci_low"].notna() & data["ci_high"].notna()]
+    frame = pd.DataFrame(
+        {
+            spec.x: rows[spec.x],
+            measure: rows[measure],
+            "below": rows[measure] - rows["ci_low"],
+            "above": rows["ci_high"] - rows[measure],
+        }
+    )
+    return hv.ErrorBars(frame, kdims=[_dim(spec.x)], vdims=[_measure_dim(measure), "below", "above"]).opts(
+        color="#222222", line_width=1.5
+    )
+
+
+LINE_COLOURS: Final = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _line_chart(data: pd.DataFrame, spec: ChartSpec, vdims: list[Any], title: str) -> hv.Overlay:
+    """Per line: its interval as a band, the line, and a point per age (faded where few
+    people stand behind it), whose tooltip gives n and the interval."""
+    measure = spec.effective_measure
+    age = _dim("age")
+    parts = data.groupby(spec.group, sort=False) if spec.group else [(None, data)]
+    layers: list[Any] = []
+    tips = _tooltips(data, spec, ["age", *([spec.group] if spec.group else [])])
+    for index, (name, part) in enumerate(parts):
+        colour = LINE_COLOURS[index % len(LINE_COLOURS)] if spec.group else "#3b6ea5"
+        label = {"label": str(name)} if spec.group else {}
+        if spec.has_intervals:
+            band = hv.Area(part, kdims=[age], vdims=["ci_low", "ci_high"], **label)
+            layers.append(band.opts(color=colour, alpha=0.18, line_alpha=0))
+        layers.append(hv.Curve(part, kdims=[age], vdims=vdims, **label).opts(color=colour, line_width=2))
+        points = hv.Scatter(part, kdims=[age], vdims=vdims, **label)
+        layers.append(points.opts(color=colour, size=5, tools=["hover"], hover_tooltips=tips))
+    overlay = hv.Overlay(layers).opts(
+        title=title, fontsize={"title": "11pt"}, show_legend=spec.group is not None, ylabel=measure_title(measure)
+    )
+    if spec.group:
+        overlay = overlay.opts(legend_position="right")
+    return overlay.opts(hv.opts.Curve(yformatter=_yformat(measure)), hv.opts.Scatter(yformatter=_yformat(measure)))
+
+
+def fade_hook(plot: Any, _element: Any) -> None:
+    """Draw each unreliable group faded (and hatched, where it has a fill), from the
+    `reliable` column of the glyph's own data source: HoloViews maps style columns in
+    another row order than it draws grouped bars in, so the flag is read where it is drawn."""
+    from bokeh.core.properties import field
+
+    for renderer in getattr(plot.state, "renderers", []):
+        source = getattr(renderer, "data_source", None)
+        glyph = getattr(renderer, "glyph", None)
+        if source is None or glyph is None or "reliable" not in source.data:
+            continue
+        # A heatmap's source holds its values as text ('True' / 'False').
+        flags = [value is True or str(value) in ("True", "1", "1.0") for value in source.data["reliable"]]
+        source.data["fade_alpha"] = [1.0 if ok else FADED_ALPHA for ok in flags]
+        for prop in ("fill_alpha", "line_alpha"):
+            if hasattr(glyph, prop):
+                setattr(glyph, prop, field("fade_alpha"))
+        if type(glyph).__name__ == "Scatter":  # a line's points: hollow where unreliable
+            source.data["fade_fill"] = [1.0 if ok else 0.0 for ok in flags]
+            glyph.fill_alpha = field("fade_fill")
+            glyph.line_alpha = 0.8
+        if type(glyph).__name__ in ("VBar", "Rect"):
+            source.data["fade_hatch"] = [" " if ok else FADED_HATCH for ok in flags]
+            glyph.hatch_pattern = field("fade_hatch")
+            glyph.hatch_color = "#333333"
+            glyph.hatch_alpha = 0.6
+        _legend_from_reliable_rows(plot.state, renderer, flags)
+
+
+def _legend_from_reliable_rows(figure: Any, renderer: Any, flags: list[bool]) -> None:
+    """A legend entry drawn from a column (grouped or stacked bars) shows its first row's
+    look, which may be a faded one: point each entry at a reliable row of its group."""
+    from bokeh.core.properties import value
+    from bokeh.models import LegendItem
+
+    data = renderer.data_source.data
+    for legend in getattr(figure, "legend", []):
+        items = []
+        for item in legend.items:
+            column = getattr(item.label, "field", None) if item.label is not None else None
+            if renderer not in item.renderers or item.index is not None or column not in data:
+                items.append(item)
+                continue
+            labels = list(data[column])
+            for label in dict.fromkeys(labels):
+                rows = [i for i, name in enumerate(labels) if name == label]
+                index = next((i for i in rows if flags[i]), rows[0])
+                items.append(LegendItem(label=value(str(label)), renderers=[renderer], index=index))
+        legend.items = items
+
+
+def whisker_colour_hook(plot: Any, _element: Any, colour: str | None = None) -> None:
+    """Error bars dark on a light page and light on a dark one (exported images are
+    always light: size_for_export passes the colour)."""
+    colour = colour or ("#e6e6e6" if pn.config.theme == "dark" else "#222222")
+    for annotation in getattr(plot.state, "center", []):
+        if type(annotation).__name__ == "Whisker":
+            annotation.line_color = colour
+            for head in (annotation.upper_head, annotation.lower_head):
+                if head is not None:
+                    head.line_color = colour
+
+
+def whisker_hook(plot: Any, _element: Any) -> None:
+    """Error bars on grouped bars: a Bokeh Whisker at each bar's nested (x, group) position,
+    read from the bars' own data source."""
+    from bokeh.models import ColumnDataSource, TeeHead, Whisker
+
+    figure = plot.state
+    for renderer in list(getattr(figure, "renderers", [])):
+        data = getattr(getattr(renderer, "data_source", None), "data", {})
+        if "xoffsets" not in data or "ci_low" not in data:
+            continue
+        keep = [
+            i for i, (low, high) in enumerate(zip(data["ci_low"], data["ci_high"], strict=True))
+            if np.isfinite(low) and np.isfinite(high)
+        ]  # fmt: skip
+        source = ColumnDataSource(
+            {
+                "base": [tuple(data["xoffsets"][i]) for i in keep],
+                "lower": [float(data["ci_low"][i]) for i in keep],
+                "upper": [float(data["ci_high"][i]) for i in keep],
+            }
+        )
+        whisker = Whisker(
+            source=source,
+            base="base",
+            lower="lower",
+            upper="upper",
+            line_color="#222222",
+            line_width=1.5,
+            upper_head=TeeHead(size=8, line_color="#222222"),
+            lower_head=TeeHead(size=8, line_color="#222222"),
+            name="interval-whiskers",
+        )
+        figure.add_layout(whisker)
 
 
 def _box_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Overlay:
@@ -396,14 +753,42 @@ def size_for_screen(chart: Any) -> Any:
     return chart.opts(responsive=True, height=SCREEN_HEIGHT, title="", clone=True)
 
 
-def size_for_export(chart: Any) -> Any:
+def size_for_export(chart: Any, footnote: str = "") -> Any:
     """Export size, with the title wrapped onto as many lines as it needs: the subject
-    first, then the filters and the number of people in a smaller subtitle."""
+    first, then the filters and the number of people in a smaller subtitle; and the
+    footnote (intervals, small groups, source) under the chart."""
     width, height = EXPORT_SIZE
-    title = str(hv.Store.lookup_options("bokeh", chart, "plot").kwargs.get("title") or "")
-    return chart.opts(
-        responsive=False, width=width, height=height, toolbar=None, hooks=[wrapped_title_hook(title, width)], clone=True
-    )
+    options = hv.Store.lookup_options("bokeh", chart, "plot").kwargs
+    title = str(options.get("title") or "")
+    hooks = [*options.get("hooks", []), wrapped_title_hook(title, width)]  # keep the fading and error bars
+    if whisker_colour_hook in hooks:  # the image is light whatever the page's theme
+        hooks.append(lambda plot, element: whisker_colour_hook(plot, element, "#222222"))
+    if footnote:
+        hooks.append(footnote_hook(footnote, width))
+    return chart.opts(responsive=False, width=width, height=height, toolbar=None, hooks=hooks, clone=True)
+
+
+def export_chart(result: ChartResult) -> Any:
+    """The chart of a result as the PNG/JPG export draws it (a Bokeh model: the image
+    exporter draws it as it is), footnote included."""
+    return hv.render(size_for_export(result.chart, result.footnote), backend="bokeh")
+
+
+def footnote_hook(text: str, width: int) -> Callable[[Any, Any], None]:
+    """The footnote under the plot, wrapped to the image's width."""
+
+    def hook(plot: Any, _element: Any) -> None:
+        from bokeh.models import Title
+
+        figure = plot.state
+        if not hasattr(figure, "add_layout"):
+            return
+        # Bokeh stacks "below" annotations from the plot outwards: the first line first.
+        for line in textwrap.wrap(text, max(40, int((width - 60) / (FOOTNOTE_PX * 0.5)))):
+            note = Title(text=line, text_font_size=f"{FOOTNOTE_PX}px", text_font_style="normal", text_color="#333333")
+            figure.add_layout(note, "below")
+
+    return hook
 
 
 def title_lines(title: str, width: int) -> tuple[list[str], list[str]]:
@@ -454,6 +839,15 @@ class ChartResult:
     chart: Any | None
     message: str | None
     seconds: float
+    estimates: pd.DataFrame | None = None  # estimate_groups' rows drawn (the chart-data CSV)
+    faded: int = 0
+    hidden: int = 0
+    min_n: int = 30
+    max_rse: float = 0.30
+
+    @property
+    def footnote(self) -> str:
+        return footnote(self)
 
 
 def make_chart(store: DataStore, spec: ChartSpec, people_filter: PeopleFilter) -> ChartResult:
@@ -462,14 +856,66 @@ def make_chart(store: DataStore, spec: ChartSpec, people_filter: PeopleFilter) -
     problem = spec.problem()
     if problem:
         return ChartResult(spec, people_filter, 0, None, None, problem, time.perf_counter() - started)
-    data, people = chart_data_and_total(store, spec, people_filter)
+    collected = collect_chart_data(store, spec, people_filter)
+    data, people = collected.frame, collected.people
+    trust = {
+        "estimates": collected.estimates,
+        "faded": collected.faded,
+        "hidden": collected.hidden,
+        "min_n": collected.min_n,
+        "max_rse": collected.max_rse,
+    }
     if people == 0:
         message = (
             f"No one matches these filters ({people_filter.describe()}). Widen or reset the filters to see a chart."
         )
         return ChartResult(spec, people_filter, 0, None, None, message, time.perf_counter() - started)
+    if data.empty:  # every group hidden
+        message = (
+            f"Every group here is too small to trust ({small_groups_rule(spec, collected.min_n, collected.max_rse)})"
+            ": untick Hide small groups to see them faded, or widen the filters."
+        )
+        return ChartResult(spec, people_filter, people, None, None, message, time.perf_counter() - started, **trust)
     chart = build_chart(data, spec, spec.title(people_filter, people))
-    return ChartResult(spec, people_filter, people, data, chart, None, time.perf_counter() - started)
+    return ChartResult(spec, people_filter, people, data, chart, None, time.perf_counter() - started, **trust)
+
+
+def small_groups_rule(spec: ChartSpec, min_n: int, max_rse: float) -> str:
+    """'fewer than 30 people or a relative standard error above 30%' (from the settings)."""
+    rule = f"fewer than {min_n} people"
+    return f"{rule} or a relative standard error above {max_rse:.0%}" if spec.has_intervals else rule
+
+
+def footnote(result: ChartResult) -> str:
+    """The line under an exported chart, from the chart's actual settings: the intervals,
+    sample or census-weighted estimates, faded or hidden small groups, the source."""
+    return "; ".join(footnote_parts(result))
+
+
+def footnote_parts(result: ChartResult) -> list[str]:
+    spec = result.spec
+    parts = []
+    if spec.has_intervals:
+        method = "Wilson score" if MEASURE_DEFS[spec.effective_measure].percent else "Student t"
+        how = (
+            "census-weighted (fnlwgt; Kish effective sample size, strata and clusters ignored)"
+            if spec.census_weighted
+            else "sample estimates (unweighted)"
+        )
+        parts.append(f"{spec.confidence:.0%} intervals ({method}); {how}")
+    rule = small_groups_rule(spec, result.min_n, result.max_rse)
+    if spec.kind not in COUNT_ONLY:
+        if result.hidden:
+            groups = "group" if result.hidden == 1 else "groups"
+            parts.append(f"hidden: {result.hidden} {groups} with {rule}")
+        if result.faded:
+            parts.append(f"faded: {rule}")
+    parts.append(f"source: {SOURCE}")
+    return parts
+
+
+# The chart's options besides type, axes and measure (each in the page URL, see ChartSpec.to_params).
+CHART_OPTIONS: Final = ("weighted", "order", "hide_small", "confidence")
 
 
 class VisualizeView(pn.viewable.Viewer):
@@ -481,6 +927,10 @@ class VisualizeView(pn.viewable.Viewer):
         label="Group / colour by",
     )
     measure = param.Selector(default="people", objects={v: k for k, v in MEASURES.items()}, label="Measure")
+    weighted = param.Selector(default=False, objects=ESTIMATES, label="Estimates")
+    order = param.Selector(default="category", objects=ORDERS, label="Sort bars")
+    hide_small = param.Boolean(default=False, label="Hide small groups")
+    confidence = param.Selector(default=DEFAULT_CONFIDENCE, objects=CONFIDENCES, label="Intervals")
     export_scale = param.Selector(default=1, objects=EXPORT_SCALES, label="Image size")
     result = param.Parameter(default=None, doc="The last ChartResult (read by the image export).")
 
@@ -494,7 +944,16 @@ class VisualizeView(pn.viewable.Viewer):
 
     @property
     def spec(self) -> ChartSpec:
-        return ChartSpec(self.chart_type, self.x, self.group, self.measure)
+        return ChartSpec(
+            self.chart_type,
+            self.x,
+            self.group,
+            self.measure,
+            weighted=self.weighted,
+            order=self.order,
+            hide_small=self.hide_small,
+            confidence=self.confidence,
+        )
 
     def set_spec(self, spec: ChartSpec) -> None:
         with param.parameterized.batch_call_watchers(self):
@@ -505,6 +964,9 @@ class VisualizeView(pn.viewable.Viewer):
             if spec.group in group_choices(spec.kind):
                 self.group = spec.group
             self.measure = spec.measure
+            self.param.update(
+                weighted=spec.weighted, order=spec.order, hide_small=spec.hide_small, confidence=spec.confidence
+            )
 
     @param.depends("chart_type", watch=True)
     def _set_choices(self) -> None:
@@ -519,7 +981,7 @@ class VisualizeView(pn.viewable.Viewer):
         if self.group is None and self.chart_type in NEEDS_GROUP:
             self.group = "gender" if self.x != "gender" else "income"
 
-    @param.depends("chart_type", "x", "group", "measure", watch=True)
+    @param.depends("chart_type", "x", "group", "measure", *CHART_OPTIONS, watch=True)
     def _update(self) -> None:
         holder = getattr(self, "_chart_holder", None)
         if holder is not None:
@@ -555,6 +1017,7 @@ class VisualizeView(pn.viewable.Viewer):
                 height=SCREEN_HEIGHT + 20,
                 css_classes=["chart"],
             ),
+            pn.pane.HTML(chart_caption(result), sizing_mode="stretch_width", css_classes=["chart-caption"]),
             pn.pane.HTML(chart_text_alternative(result), sizing_mode="stretch_width", css_classes=["chart-data"]),
             sizing_mode="stretch_width",
         )
@@ -587,6 +1050,34 @@ class VisualizeView(pn.viewable.Viewer):
         )
         return self._controls
 
+    def options(self) -> pn.FlexBox:
+        """How far to trust the numbers: sample or census-weighted, the interval level,
+        small groups faded or hidden; and the bars' order."""
+        weighted = pn.widgets.RadioButtonGroup.from_param(
+            self.param.weighted, color="primary", variant="outline", css_classes=["estimates-switch"]
+        )
+        confidence = pn.widgets.Select.from_param(self.param.confidence, width=130)
+        order = pn.widgets.Select.from_param(self.param.order, width=190)
+        hide = pn.widgets.Checkbox.from_param(self.param.hide_small, css_classes=["hide-small"], align="end")
+
+        def applies(*_: Any) -> None:
+            spec = self.spec
+            # Weights and intervals apply to shares and means; sorting to bar charts.
+            weighted.disabled = confidence.disabled = not spec.has_intervals
+            order.disabled = spec.kind not in BAR_KINDS
+            hide.disabled = spec.kind in COUNT_ONLY
+
+        self.param.watch(applies, ["chart_type", "measure"])
+        applies()
+        return pn.FlexBox(
+            pn.Column(pn.pane.HTML("<span>Estimates</span>", margin=(5, 10, 0, 10)), weighted, width=240),
+            confidence,
+            order,
+            hide,
+            sizing_mode="stretch_width",
+            css_classes=["chart-options"],
+        )
+
     def __panel__(self) -> pn.viewable.Viewable:
         from explorer.image_export import download_buttons
 
@@ -599,7 +1090,9 @@ class VisualizeView(pn.viewable.Viewer):
         self.filters.show_loading_on(self._chart_holder)
         chart_area = pn.Column(
             controls,
+            self.options(),
             self._chart_holder,
+            chart_data_download(self),
             self._note,
             pn.widgets.RadioButtonGroup.from_param(
                 self.param.export_scale, color="light", css_classes=["export-scale"], width=340
@@ -643,20 +1136,118 @@ def chart_heading(result: ChartResult) -> str:
     )
 
 
+def chart_caption(result: ChartResult) -> str:
+    """What the error bars and the faded groups mean, under the chart (the export's footnote)."""
+    spec = result.spec
+    what = "Bands" if spec.kind == "line" else "Error bars"
+    parts = []
+    if spec.has_intervals and spec.kind != "heatmap":
+        parts.append(f"{what} show {spec.confidence:.0%} intervals.")
+    if result.faded:
+        groups = "group is" if result.faded == 1 else "groups are"
+        look = "faded" if spec.kind in ("line", "heatmap") else "faded and hatched"
+        parts.append(
+            f"{result.faded} {groups} {look}: {small_groups_rule(spec, result.min_n, result.max_rse)}; "
+            "tick Hide small groups to leave them out."
+        )
+    # Then the export's footnote, less what the sentence above already says.
+    rest = "; ".join(part for part in footnote_parts(result) if not part.startswith("faded:"))
+    explained = f"{html.escape(' '.join(parts))}<br>" if parts else ""
+    return (
+        f'<p class="chart-footnote" style="margin:2px 0;font-size:0.9rem">{explained}'
+        f'<span style="opacity:.85">{html.escape(rest[:1].upper() + rest[1:])}</span></p>'
+    )
+
+
+def chart_table(result: ChartResult) -> pd.DataFrame:
+    """The chart's data as people read it: group, n, estimate, interval, flag."""
+    data = result.data
+    assert data is not None
+    spec = result.spec
+    if "reliable" not in data.columns:  # histograms and box plots: their own numbers
+        frame = data.copy()
+        frame.columns = [
+            measure_title(c) if c in MEASURES else attribute_title(c) if c in (*GROUP_COLUMNS, AGE_BAND) else c.title()
+            for c in frame.columns
+        ]
+        return frame
+    measure = spec.effective_measure
+    keys = [c for c in ([spec.x if spec.kind != "line" else "age", spec.group]) if c]
+    table = pd.DataFrame({attribute_title(key): data[key] for key in keys})
+    table["People (n)"] = [f"{n:,}" for n in data["people"]]
+    if measure != "people":
+        table[measure_title(measure)] = [format_value(v, measure) for v in data[measure]]
+    if spec.has_intervals:
+        table[f"{spec.confidence:.0%} interval"] = data["interval"]
+    table["Flag"] = data["note"]
+    return table
+
+
 def chart_text_alternative(result: ChartResult, max_rows: int = 200) -> str:
     """The chart's numbers as an HTML table in a <details>: what a screen reader (or
     anyone who wants the figures) reads instead of the canvas."""
-    data = result.data
-    if data is None:
+    if result.data is None:
         return ""
-    frame = data.head(max_rows).copy()
-    frame.columns = [
-        measure_title(c) if c in MEASURES else attribute_title(c) if c in (*GROUP_COLUMNS, AGE_BAND) else c.title()
-        for c in frame.columns
-    ]
-    table = frame.to_html(index=False, float_format=lambda v: f"{v:,.2f}", border=0, classes="chart-table")
+    data = chart_table(result)
+    table = data.head(max_rows).to_html(
+        index=False, float_format=lambda v: f"{v:,.2f}", border=0, classes="chart-table"
+    )
     more = f"<p>First {max_rows} of {len(data):,} rows.</p>" if len(data) > max_rows else ""
     return (
         f"<details><summary>Chart data as a table ({html.escape(result.spec.subject())})</summary>"
         f"{table}{more}</details>"
     )
+
+
+def chart_csv(result: ChartResult) -> bytes:
+    """The chart's data as CSV. A chart of estimates: one row per group drawn, in the
+    chart's order, with the API's /stats fields of the same names (the group keys, `n`,
+    the estimate, its standard error, interval and reliability flag, census-weighted
+    ones named `<measure>_weighted...`; a share as 0..1, a missing category empty)."""
+    if result.estimates is not None:
+        spec = result.spec
+        measure = spec.effective_measure
+        frame = result.estimates
+        keys = [c for c in frame.columns if c in GROUP_COLUMNS]
+        out = frame[[*keys, "n"]].copy()
+        if spec.has_intervals:
+            # /stats' field names: share_over_50k_ci_low, or share_over_50k_weighted_ci_low.
+            stem = f"{measure}_weighted" if spec.census_weighted else measure
+            out[stem] = frame[measure]
+            for part in ("se", "ci_low", "ci_high", "reliable"):
+                out[f"{stem}_{part}"] = frame[estimate_column(measure, part)]
+        else:
+            out[measure] = frame[measure]
+            out["reliable"] = frame["reliable"]
+    elif result.data is not None:
+        out = result.data
+    else:
+        return b""
+    return out.to_csv(index=False).encode("utf-8")
+
+
+def chart_data_download(view: VisualizeView) -> pn.widgets.FileDownload:
+    """'Download chart data (CSV)': the numbers behind the chart on screen."""
+    button = pn.widgets.FileDownload(
+        label="Download chart data (CSV)",
+        filename="chart-data.csv",
+        color="primary",
+        variant="outline",
+        width=260,
+        css_classes=["download-chart-data"],
+    )
+
+    def callback() -> io.BytesIO:
+        result = view.result
+        return io.BytesIO(chart_csv(result) if result is not None else b"")
+
+    def refresh(*_: Any) -> None:
+        result = view.result
+        button.disabled = result is None or result.data is None
+        if result is not None:
+            button.filename = result.spec.filename("csv").replace("census-", "census-chart-data-", 1)
+
+    button.callback = callback
+    view.param.watch(refresh, "result")
+    refresh()
+    return button

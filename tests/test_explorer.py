@@ -228,15 +228,16 @@ RENDERED = {
     "stacked": (ChartSpec("stacked", "race", "income", "people"), ["VBar"], "Race", "Number of people",
                 "Number of people by race and income"),
     "grouped": (ChartSpec("grouped", "race", "income", "mean_age"), ["VBar"], "Race", "Mean age",
-                "Mean age by race and income"),
+                "Mean age by race and income (sample)"),
     "histogram": (ChartSpec("histogram", "hours_per_week", None, "people"), ["Quad"], "Hours per week",
                   "Number of people", "Distribution of hours per week (number of people)"),
     "box": (ChartSpec("box", "age", "race", "people"), ["Quad", "Segment", "Segment"], "Race", "Age",
             "Age (quartiles) by race"),
     "heatmap": (ChartSpec("heatmap", "education", "race", "population"), ["Rect"], "Education", "Race",
                 "Population represented (sum of fnlwgt) by education and race"),
-    "line": (ChartSpec("line", "age", "income", "mean_hours"), ["Line", "Line"], "Age", "Mean hours per week",
-             "Mean hours per week over age, by income"),
+    # Per line: its interval as a band (Patch), the line, its points (Scatter).
+    "line": (ChartSpec("line", "age", "income", "mean_hours"), ["Patch", "Line", "Scatter"] * 2, "Age",
+             "Mean hours per week", "Mean hours per week over age, by income (sample)"),
 }  # fmt: skip
 
 
@@ -291,7 +292,10 @@ def test_every_chart_type_renders_the_filtered_data(store: DataStore, input_fram
         got = {(e, r): z for e, r, z in zip(data["education"], data["race"], data["zvalues"])}
         assert got == subset.groupby(["education", "race"])["fnlwgt"].sum().to_dict()
     else:
-        legend = {item.label["value"]: item.renderers[0] for item in figure.legend[0].items}
+        legend = {
+            item.label["value"]: next(r for r in item.renderers if type(r.glyph).__name__ == "Line")
+            for item in figure.legend[0].items
+        }
         assert set(legend) == {"<=50K", ">50K"}
         for income, renderer in legend.items():
             line = _columns(renderer)
@@ -466,3 +470,214 @@ def test_filter_panel_renders_in_a_notebook(tmp_path: Path) -> None:
     ), shown
     printed = "".join(out.get("text", "") for out in notebook.cells[2].outputs)
     assert "'gender': ['Female']" in printed and "'workclass': ['unknown']" in printed
+
+
+# --------------------------------------------------------------------------- how far to trust a number (issue 14)
+
+
+def _wilson_percent(hits: int, n: int) -> tuple[float, float]:
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(hits, n, alpha=0.05, method="wilson")
+    return low * 100, high * 100
+
+
+def test_bar_intervals_and_flags_match_statsmodels(store: DataStore, input_frame: pd.DataFrame) -> None:
+    """A share per occupation: n from pandas, the Wilson interval from statsmodels, and the
+    NCHS flag (n < 30 or RSE > 30%) decide what is faded; the tooltip and table say why."""
+    view = _visualize(store, gender=["Female"], age=(40, 100), education=["Bachelors"])
+    view.param.update(chart_type="bar", x="occupation", measure="share_over_50k")
+    subset = frame_filter(input_frame, view.filters).fillna({"occupation": "Unknown"})
+    data = view.result.data.set_index("occupation")
+    assert view.result.chart is not None and data.index.tolist()[-1] == "Unknown"
+    faded = []
+    for occupation, part in subset.groupby("occupation"):
+        n, hits = len(part), int((part["income"] == ">50K").sum())
+        row = data.loc[occupation]
+        assert row["people"] == n
+        assert row["share_over_50k"] == pytest.approx(hits / n * 100)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(_wilson_percent(hits, n))
+        share = hits / n
+        rse = np.sqrt(share * (1 - share) / n) / share if share else 0.0
+        assert bool(row["reliable"]) == (n >= 30 and rse <= 0.30), occupation
+        if not row["reliable"]:
+            faded.append(occupation)
+            assert row["note"] == (
+                "fewer than 30 people" if n < 30 else f"relative standard error {rse:.0%} (above 30%)"
+            )
+    assert faded and view.result.faded == len(faded)
+    low, high = _wilson_percent(int((subset["income"] == ">50K").sum()), len(subset))
+    assert 0 <= low < high <= 100
+
+
+def test_grouped_means_sample_and_census_weighted_match_statsmodels(
+    store: DataStore, input_frame: pd.DataFrame
+) -> None:
+    """Mean hours per week by race and gender: Student-t intervals (DescrStatsW), then the
+    census-weighted means with Kish's effective sample size (weights rescaled to n_eff)."""
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    view = _visualize(store, workclass=["Private"])
+    view.param.update(chart_type="grouped", x="race", group="gender", measure="mean_hours")
+    subset = frame_filter(input_frame, view.filters)
+    assert view.result.spec.subject() == "Mean hours per week by race and gender (sample)"
+    sample = view.result.data.set_index(["race", "gender"])
+    view.weighted = True
+    assert view.result.spec.subject() == "Mean hours per week by race and gender (census-weighted)"
+    weighted = view.result.data.set_index(["race", "gender"])
+    for key, part in subset.groupby(["race", "gender"]):
+        hours, w = part["hours_per_week"].to_numpy(float), part["fnlwgt"].to_numpy(float)
+        plain = DescrStatsW(hours)
+        assert sample.loc[key, "mean_hours"] == pytest.approx(plain.mean)
+        assert (sample.loc[key, "ci_low"], sample.loc[key, "ci_high"]) == pytest.approx(plain.tconfint_mean(0.05))
+        n_eff = w.sum() ** 2 / (w**2).sum()
+        census = DescrStatsW(hours, weights=w * n_eff / w.sum())
+        assert weighted.loc[key, "mean_hours"] == pytest.approx(np.average(hours, weights=w))
+        assert (weighted.loc[key, "ci_low"], weighted.loc[key, "ci_high"]) == pytest.approx(census.tconfint_mean(0.05))
+        assert weighted.loc[key, "people"] == len(part)
+    assert "census-weighted (fnlwgt" in view.result.footnote
+
+
+def test_faded_bars_are_the_unreliable_groups_where_drawn(store: DataStore, input_frame: pd.DataFrame) -> None:
+    """Grouped bars: the bar drawn for (race, income) is faded and hatched exactly when that
+    group has fewer than 30 people (HoloViews reorders grouped bars, so this is checked on
+    what Bokeh draws), and carries its interval as a whisker."""
+    import holoviews as hv
+
+    view = _visualize(store, gender=["Female"], age=(40, 100))
+    view.param.update(chart_type="grouped", x="race", group="income", measure="mean_age")
+    subset = frame_filter(input_frame, view.filters)
+    sizes = subset.groupby(["race", "income"]).size()
+    figure = hv.render(view.result.chart, backend="bokeh")
+    bars = figure.renderers[0].data_source.data
+    for (race, income), alpha, hatch in zip(bars["xoffsets"], bars["fade_alpha"], bars["fade_hatch"], strict=True):
+        small = sizes[(race, income)] < 30
+        assert (alpha < 1, hatch.strip() != "") == (small, small), (race, income)
+    assert any(alpha < 1 for alpha in bars["fade_alpha"])
+    # The legend shows each income as a reliable bar looks, not as its first (faded) bar.
+    legend = {item.label["value"]: item.index for item in figure.legend[0].items}
+    assert set(legend) == {"<=50K", ">50K"}
+    assert all(bars["fade_alpha"][index] == 1 and bars["income"][index] == name for name, index in legend.items())
+    whiskers = [a for a in figure.center if type(a).__name__ == "Whisker"]
+    assert len(whiskers) == 1
+    drawn = whiskers[0].source.data
+    data = view.result.data.set_index(["race", "income"])
+    for base, low, high in zip(drawn["base"], drawn["lower"], drawn["upper"], strict=True):
+        assert (low, high) == pytest.approx((data.loc[tuple(base), "ci_low"], data.loc[tuple(base), "ci_high"]))
+
+
+def test_hide_small_groups_sort_by_value_and_footnote(store: DataStore, input_frame: pd.DataFrame) -> None:
+    view = _visualize(store, gender=["Female"], age=(40, 100), education=["Bachelors"])
+    view.param.update(chart_type="bar", x="occupation", measure="share_over_50k")
+    shown = view.result
+    assert shown.faded > 0 and shown.hidden == 0
+    assert shown.footnote == (
+        "95% intervals (Wilson score); sample estimates (unweighted); "
+        "faded: fewer than 30 people or a relative standard error above 30%; source: UCI Adult, 1994 CPS"
+    )
+    view.param.update(hide_small=True, order="value")
+    hidden = view.result
+    assert hidden.hidden == shown.faded and hidden.faded == 0
+    kept = shown.data[shown.data["reliable"]]
+    assert sorted(hidden.data["occupation"]) == sorted(kept["occupation"])
+    values = hidden.data["share_over_50k"].tolist()
+    assert values == sorted(values, reverse=True) and len(values) > 2
+    assert f"hidden: {hidden.hidden} groups with fewer than 30 people" in hidden.footnote
+    assert "faded" not in hidden.footnote
+    # The 90% level: narrower intervals, and the footnote says so.
+    view.param.update(hide_small=False, order="category", confidence=0.90)
+    narrower = view.result.data.set_index("occupation")
+    wider = shown.data.set_index("occupation")
+    assert ((narrower["ci_high"] - narrower["ci_low"]) < (wider["ci_high"] - wider["ci_low"])).all()
+    assert view.result.footnote.startswith("90% intervals")
+    # Counts have no interval and no weights: the switch does not apply, the flag is n alone.
+    view.param.update(measure="people", confidence=0.95)
+    counts = view.result
+    assert counts.spec.subject() == "Number of people by occupation"
+    assert counts.footnote == "faded: fewer than 30 people; source: UCI Adult, 1994 CPS"
+    subset = frame_filter(input_frame, view.filters).fillna({"occupation": "Unknown"})
+    small = {k for k, v in subset["occupation"].value_counts().items() if v < 30}
+    assert set(counts.data.loc[~counts.data["reliable"], "occupation"]) == small
+
+
+def test_thresholds_come_from_the_settings(
+    store: DataStore, input_frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELIABILITY_MIN_N", "100")
+    clear_cache()
+    try:
+        view = _visualize(store, race=["Black"])
+        view.param.update(chart_type="bar", x="marital_status", measure="people")
+        subset = frame_filter(input_frame, view.filters)
+        small = {k for k, v in subset["marital_status"].value_counts().items() if v < 100}
+        assert small and set(view.result.data.loc[~view.result.data["reliable"], "marital_status"]) == small
+        assert "fewer than 100 people" in view.result.footnote
+    finally:
+        monkeypatch.delenv("RELIABILITY_MIN_N")
+        clear_cache()
+
+
+def test_line_band_points_and_table(store: DataStore, input_frame: pd.DataFrame) -> None:
+    """A share over age: a band per line, a point per age whose tooltip gives n and the
+    interval; the chart's table has group, n, estimate, interval and flag."""
+    import holoviews as hv
+
+    from explorer.visualize import chart_table, chart_text_alternative
+
+    view = _visualize(store, gender=["Male"])
+    view.param.update(chart_type="line", measure="share_over_50k")
+    figure = hv.render(view.result.chart, backend="bokeh")
+    band, line, points = figure.renderers
+    assert [type(r.glyph).__name__ for r in (band, line, points)] == ["Patch", "Line", "Scatter"]
+    hover = [t for t in figure.tools if type(t).__name__ == "HoverTool"]
+    tips = dict(hover[0].tooltips)
+    assert tips["People (n)"] == "@{people}{0,0}" and tips["95% interval"] == "@{interval}"
+    subset = frame_filter(input_frame, view.filters)
+    drawn = points.data_source.data
+    sizes = subset["age"].value_counts()
+    for age, n, fill in zip(drawn["age"], drawn["people"], drawn["fade_fill"], strict=True):
+        assert n == sizes[age] and (fill == 0) == (not bool(view.result.data.set_index("age").loc[age, "reliable"]))
+    table = chart_table(view.result)
+    assert list(table.columns) == ["Age", "People (n)", "Share earning >50K (%)", "95% interval", "Flag"]
+    assert len(table) == subset["age"].nunique()
+    assert "fewer than 30 people" in set(table["Flag"])
+    assert "95% interval" in chart_text_alternative(view.result)
+
+
+def test_chart_data_csv_and_exported_footnote(store: DataStore, input_frame: pd.DataFrame) -> None:
+    from explorer.visualize import chart_csv, export_chart
+
+    view = _visualize(store, gender=["Female"], age=(40, 100), education=["Bachelors"])
+    view.param.update(chart_type="bar", x="occupation", measure="share_over_50k", weighted=True)
+    csv = pd.read_csv(io.BytesIO(chart_csv(view.result)), keep_default_na=False, na_values=[""])
+    assert list(csv.columns) == [
+        "occupation", "n", "share_over_50k_weighted", "share_over_50k_weighted_se",
+        "share_over_50k_weighted_ci_low", "share_over_50k_weighted_ci_high", "share_over_50k_weighted_reliable",
+    ]  # fmt: skip
+    subset = frame_filter(input_frame, view.filters)
+    assert csv["occupation"].isna().sum() == 1  # the missing occupation: an empty field
+    for occupation, part in subset.fillna({"occupation": ""}).groupby("occupation"):
+        row = csv[csv["occupation"].fillna("") == occupation].iloc[0]
+        w = part["fnlwgt"].to_numpy(float)
+        assert row["n"] == len(part)
+        assert row["share_over_50k_weighted"] == pytest.approx(w[part["income"].to_numpy() == ">50K"].sum() / w.sum())
+    figure = export_chart(view.result)
+    below = " ".join(t.text for t in figure.below if hasattr(t, "text"))
+    assert below == view.result.footnote and "census-weighted" in below and "source: UCI Adult, 1994 CPS" in below
+    assert figure.title.text.startswith("Share earning >50K (%) by occupation (census-weighted)")
+
+
+def test_chart_options_in_the_url(store: DataStore) -> None:
+    from explorer.app import ExplorerApp
+
+    spec = ChartSpec("bar", "race", None, "mean_age", weighted=True, order="value", hide_small=True, confidence=0.99)
+    params = spec.to_params()
+    assert params["weighted"] == ["true"] and params["order"] == ["value"] and params["small"] == ["hide"]
+    assert params["confidence"] == ["0.99"]
+    assert ChartSpec.from_params(params) == spec
+    assert "weighted" not in ChartSpec().to_params() and "confidence" not in ChartSpec().to_params()
+    assert ChartSpec.from_params({"confidence": ["0.5"], "order": ["random"]}) == ChartSpec()
+    app = ExplorerApp(store, {"tab": ["visualize"], **params})
+    assert app.visualize.spec == spec
+    app.visualize.param.update(hide_small=False, confidence=0.95)
+    assert "small" not in app.url_params() and app.url_params()["weighted"] == ["true"]

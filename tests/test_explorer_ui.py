@@ -177,13 +177,13 @@ def test_back_and_forward_restore_the_page(server: str, page) -> None:  # type: 
     wait_for_chart(page)
     control(page, "Measure").select_option(label="Mean age")
     expect(page).to_have_url(re.compile(r"measure=mean_age"))
-    expect(page.locator(".chart-title").first).to_have_text("Mean age by education")
+    expect(page.locator(".chart-title").first).to_have_text("Mean age by education (sample)")
     page.go_back()
     expect(page).not_to_have_url(re.compile(r"measure=mean_age"))
     expect(page.locator(".chart-title").first).to_have_text("Number of people by education")
     assert selected_text(control(page, "Measure")) == "Number of people"
     page.go_forward()
-    expect(page.locator(".chart-title").first).to_have_text("Mean age by education")
+    expect(page.locator(".chart-title").first).to_have_text("Mean age by education (sample)")
     assert selected_text(control(page, "Measure")) == "Mean age"
 
 
@@ -232,9 +232,9 @@ def test_measure_disabled_where_it_does_not_apply_and_file_names(server: str, pa
     control(page, "Chart type").select_option(label="Line over age")
     expect(control(page, "Measure")).to_be_enabled()
     control(page, "Measure").select_option(label="Mean hours per week")
-    expect(page.locator(".chart-title").first).to_have_text("Mean hours per week over age, by race")
+    expect(page.locator(".chart-title").first).to_have_text("Mean hours per week over age, by race (sample)")
     name = download(page, "Download JPG", tmp_path).name
-    assert name == f"census-line-mean-hours-per-week-over-age-by-race-{TODAY}.jpg"
+    assert name == f"census-line-mean-hours-per-week-over-age-by-race-sample-{TODAY}.jpg"
     assert ChartSpec("line", "age", None, "mean_age").filename("png").count("age") == 2  # mean age, over age
 
 
@@ -451,3 +451,179 @@ def test_double_size_image_export(server: str, page, tmp_path: Path) -> None:  #
     page.locator(".export-scale .bk-btn", has_text="2×").click()
     png = download(page, "Download PNG", tmp_path)
     assert Image.open(io.BytesIO(png.read_bytes())).size == (2000, 1120)
+
+
+# --------------------------------------------------------------------------- how far to trust a number (issue 14)
+
+# "Share of women over 40 with a Bachelors degree earning >50K, by occupation": a few bars stand on a handful of people.
+TRUST_FILTER = {"gender": "Female", "age_min": "40", "education": "Bachelors"}
+TRUST_VIEW = "?tab=visualize&chart=bar&x=occupation&measure=share_over_50k&" + "&".join(
+    f"{k}={v}" for k, v in TRUST_FILTER.items()
+)
+BAR_BLUE = (59, 110, 165)  # #3b6ea5
+FADED_BLUE = tuple(round(255 - 0.3 * (255 - c)) for c in BAR_BLUE)  # the same at alpha 0.3 on white
+
+
+@pytest.fixture(scope="module")
+def api(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The real HTTP API (`python -m api`) on the explorer's database."""
+    from tests.test_api_http import live_server
+
+    log = tmp_path_factory.mktemp("api") / "stderr.log"
+    with live_server({"DATABASE_URL": sqlite_census_url, "API_RATE_LIMIT": "0"}, log) as base:
+        yield base
+
+
+def colour_mask(image, colour: tuple[int, ...], tolerance: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    return (np.abs(pixels - np.array(colour)) <= tolerance).all(axis=2)
+
+
+def faded_bar_centres(png: bytes) -> list[tuple[int, int]]:
+    """(x, y) inside each faded bar of a chart image: runs of columns holding the faded colour."""
+    import numpy as np
+    from PIL import Image
+
+    mask = colour_mask(Image.open(io.BytesIO(png)), FADED_BLUE, 12)
+    columns = np.where(mask.sum(axis=0) > 15)[0]
+    if not len(columns):
+        return []
+    runs = np.split(columns, np.where(np.diff(columns) > 8)[0] + 1)
+    centres = []
+    for run in runs:
+        x = int(run.mean())
+        rows = np.where(mask[:, run[0] : run[-1] + 1].any(axis=1))[0]
+        centres.append((x, int(np.median(rows))))
+    return centres
+
+
+def csv_equals_api(csv_path: Path, api: str, params: dict[str, str]) -> int:
+    """Every CSV column equals the same field of /api/v1/stats, row by row; returns the rows."""
+    import httpx
+    import numpy as np
+
+    csv = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
+    answer = httpx.get(f"{api}/api/v1/stats", params=params, timeout=30)
+    assert answer.status_code == 200, answer.text
+    groups = answer.json()["groups"]
+    assert len(groups) == len(csv) > 0
+    for row, group in zip(csv.to_dict("records"), groups, strict=True):
+        for column, value in row.items():
+            expected = group[column]
+            if expected is None:
+                assert value is None or (isinstance(value, float) and np.isnan(value)), (column, value)
+            elif isinstance(expected, bool):
+                assert bool(value) is expected, (column, row)
+            elif isinstance(expected, str):
+                assert value == expected, (column, row)
+            else:
+                assert value == pytest.approx(expected, rel=1e-12), (column, row)
+    return len(csv)
+
+
+def test_small_groups_faded_tooltips_image_and_chart_data_equal_the_api(  # type: ignore[no-untyped-def]
+    server: str, page, api: str, input_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Issue 14: a chart with groups of fewer than 30 people draws them faded; the tooltip
+    gives n and the interval; the PNG differs from the same chart with small groups hidden;
+    the chart-data CSV equals the API's /stats for the same filter (sample and weighted)."""
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+    from statsmodels.stats.proportion import proportion_confint
+
+    page.goto(server + TRUST_VIEW)
+    wait_for_chart(page)
+    expect(page.locator(".chart-title").first).to_have_text("Share earning >50K (%) by occupation (sample)")
+    expect(page.locator(".chart-caption")).to_contain_text("faded and hatched: fewer than 30 people")
+    subset = input_frame[
+        (input_frame["gender"] == "Female") & (input_frame["age"] >= 40) & (input_frame["education"] == "Bachelors")
+    ]
+
+    # On screen: faded bars, each with a tooltip giving its n and its interval.
+    canvas = page.locator(".chart canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    screen = canvas.screenshot()
+    assert colour_mask(Image.open(io.BytesIO(screen)), BAR_BLUE, 6).sum() > 1000  # reliable bars at full colour
+    centres = faded_bar_centres(screen)
+    assert centres, "no faded bar on screen"
+    seen = {}
+    tip = page.locator(".bk-tooltip-content").first
+    for x, y in centres:
+        page.mouse.move(box["x"] + 2, box["y"] + 2)  # off the bars: the tooltip goes
+        page.mouse.move(box["x"] + x, box["y"] + y)
+        expect(tip).to_contain_text("People (n)")
+        page.wait_for_timeout(200)
+        text = tip.inner_text()
+        occupation = re.search(r"Occupation:\s*(\S+)", text).group(1)  # type: ignore[union-attr]
+        seen[occupation] = text
+    assert len(seen) == len(centres)
+    for occupation, text in seen.items():
+        part = subset[subset["occupation"].fillna("Unknown") == occupation]
+        n, hits = len(part), int((part["income"] == ">50K").sum())
+        low, high = proportion_confint(hits, n, alpha=0.05, method="wilson")
+        assert re.search(rf"People \(n\):\s*{n}\b", text), text
+        assert re.search(rf"95% interval:\s*{low * 100:.1f}% – {high * 100:.1f}%", text), text
+        share = hits / n
+        rse = np.sqrt(share * (1 - share) / n) / share if share else 0
+        assert n < 30 or rse > 0.30, (occupation, n)
+    assert any(int(re.search(r"People \(n\):\s*(\d+)", t).group(1)) < 30 for t in seen.values())  # type: ignore[union-attr]
+
+    # The image: faded bars and the footnote; with small groups hidden, neither faded bar nor the same picture.
+    shown_png = download(page, "Download PNG", tmp_path).read_bytes()
+    page.locator(".hide-small input[type=checkbox]").check()
+    expect(page).to_have_url(re.compile(r"small=hide"))
+    expect(page.locator(".chart-caption")).to_contain_text("hidden:")
+    hidden_png = download(page, "Download PNG", tmp_path).read_bytes()
+    assert shown_png != hidden_png
+    shown_image, hidden_image = Image.open(io.BytesIO(shown_png)), Image.open(io.BytesIO(hidden_png))
+    assert shown_image.size == hidden_image.size == (1000, 560)
+    assert colour_mask(shown_image, FADED_BLUE, 12).sum() > 500
+    assert colour_mask(hidden_image, FADED_BLUE, 12).sum() < 50
+    for image in (shown_image, hidden_image):  # the footnote's line of text under the axis title
+        bottom = np.asarray(image.convert("L"))[-30:]
+        assert (bottom < 200).sum() > 600
+    assert not np.array_equal(np.asarray(shown_image)[-30:], np.asarray(hidden_image)[-30:])  # "faded" / "hidden"
+
+    # The chart's data: the same numbers as the API's /stats, sample then census-weighted.
+    page.locator(".hide-small input[type=checkbox]").uncheck()
+    expect(page).not_to_have_url(re.compile(r"small=hide"))
+    expect(page.locator(".chart-caption")).to_contain_text("faded")
+    page.locator(".chart-data summary").click()
+    expect(page.locator(".chart-data table tbody tr")).to_have_count(subset["occupation"].nunique(dropna=False))
+    params = {**TRUST_FILTER, "group_by": "occupation", "measures": "share_over_50k"}
+    sample_csv = download(page, "Download chart data", tmp_path)
+    assert sample_csv.name.startswith("census-chart-data-bar-share-earning-50k-by-occupation-sample-")
+    assert csv_equals_api(sample_csv, api, params) == subset["occupation"].nunique(dropna=False)
+    assert "share_over_50k_ci_low" in sample_csv.read_text().splitlines()[0]
+
+    page.locator(".estimates-switch .bk-btn", has_text="Census-weighted").click()
+    expect(page).to_have_url(re.compile(r"weighted=true"))
+    expect(page.locator(".chart-title").first).to_have_text("Share earning >50K (%) by occupation (census-weighted)")
+    weighted_csv = download(page, "Download chart data", tmp_path)
+    assert "share_over_50k_weighted_ci_low" in weighted_csv.read_text().splitlines()[0]
+    csv_equals_api(weighted_csv, api, params)
+
+
+def test_sort_by_value_and_line_bands(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Bars sorted by value from the URL; a line over age with its band and the options in the URL."""
+    from playwright.sync_api import expect
+
+    page.goto(server + TRUST_VIEW + "&order=value&confidence=0.99")
+    wait_for_chart(page)
+    assert selected_text(control(page, "Sort bars")) == "By value (largest first)"
+    assert selected_text(control(page, "Intervals")) == "99% interval"
+    page.locator(".chart-data summary").click()
+    shares = [
+        float(cell.replace("%", ""))
+        for cell in page.locator(".chart-data table tbody tr td:nth-child(3)").all_inner_texts()
+    ]
+    assert len(shares) > 5 and shares == sorted(shares, reverse=True)
+    expect(page.locator(".chart-data table thead")).to_contain_text("99% interval")
+    control(page, "Chart type").select_option(label="Line over age")
+    expect(page.locator(".chart-title").first).to_have_text("Share earning >50K (%) over age (sample)")
+    expect(control(page, "Sort bars")).to_be_disabled()
+    expect(page.locator(".chart-caption")).to_contain_text("Bands show 99% intervals")
