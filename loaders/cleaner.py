@@ -164,7 +164,7 @@ class Cleaner:
         for column, position in zip(INPUT_COLUMNS, chunk.layout.positions):
             values = table.column(f"f{position}")
             if column in RANGES:
-                numbers = values.to_numpy()
+                numbers = _int_array(values)
                 low, high = RANGES[column]
                 doubtful |= (numbers < low) | (numbers > high)
                 if column != "education_num":
@@ -175,7 +175,7 @@ class Cleaner:
                 matrix[:, 1 + OUTPUT_COLUMNS.index(column)] = ids
         # education_num depends on education alone.
         education = matrix[:, 1 + OUTPUT_COLUMNS.index("education")]
-        education_num = table.column(f"f{chunk.layout.positions[_POSITION['education_num']]}").to_numpy()
+        education_num = _int_array(table.column(f"f{chunk.layout.positions[_POSITION['education_num']]}"))
         doubtful |= self._education_num_table[np.maximum(education, 0)] != education_num
         if not doubtful.any():
             return CleanChunk(matrix)
@@ -202,7 +202,7 @@ class Cleaner:
             table = np.array(
                 [_label_id(lookup, spelling) for spelling in part.dictionary.to_pylist()] or [-1], dtype=np.int64
             )
-            parts.append(table[part.indices.to_numpy()])
+            parts.append(table[_numpy_view(part.indices)])
         return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
     @staticmethod
@@ -260,6 +260,21 @@ class Cleaner:
                 problems.setdefault(index, []).append(
                     f"education_num: {got} does not match education {label!r}, which is {want}"
                 )
+
+
+def _numpy_view(array: pa.Array) -> np.ndarray:
+    """An integer pyarrow array without nulls, as numpy (no copy). Not
+    Array.to_numpy(): that imports pandas, 50 MB of the loader's memory."""
+    assert array.null_count == 0
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def _int_array(values: pa.ChunkedArray) -> np.ndarray:
+    parts = [_numpy_view(part) for part in values.chunks]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
 def _label_id(lookup: dict[str, int | None], spelling: str) -> int:

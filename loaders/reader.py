@@ -422,7 +422,7 @@ class SourceReader:
     def _arrow_read(self) -> pa_csv.ReadOptions:
         names = [f"f{position}" for position in range(self.layout.source_width)]
         # One pyarrow block per chunk: the loader's writer thread has the other core.
-        return pa_csv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 26)
+        return pa_csv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 20)
 
     @cached_property
     def _arrow_convert(self) -> pa_csv.ConvertOptions:
