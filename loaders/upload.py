@@ -886,6 +886,35 @@ def _server_state(engine: Engine) -> str:
     return "the server is up: it ended this session (pg_terminate_backend, a restart or a crash)"
 
 
+def _quiet_driver_reports(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """sys.excepthook without psycopg2's stray reports.
+
+    When the server ends the connection during a COPY, libpq can take the
+    server's last message (e.g. "terminating connection due to administrator
+    command") as a notice; psycopg2 then fails to decode it while its own error
+    is already set ("SystemError: <function decode> returned a result with an
+    exception set") and calls PyErr_Print, which goes through sys.excepthook:
+    the error and a traceback appeared on stderr before the one-line message
+    (only under load, when the send fails before the reply is read). The same
+    error also reaches the upload the ordinary way, so the report is dropped."""
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if any(type(link).__module__.startswith("psycopg2") for link in _chain(error)):
+            return
+        previous(kind, error, traceback)
+
+    return hook
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loaders.upload", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -922,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     # away midway, libraries log the failed rollback with a traceback through
     # logging's last-resort handler; a handler on the root logger keeps that off stderr.
     logging.getLogger().addHandler(logging.NullHandler())
+    sys.excepthook = _quiet_driver_reports(sys.excepthook)
     engine: Engine | None = None
     try:
         if not args.source.exists():
