@@ -48,6 +48,9 @@ from warehouse.domain import CATEGORICAL_COLUMNS, INPUT_COLUMNS, NUMERIC_COLUMNS
 # would abort the whole upload; the cleaner enforces its own, far smaller, per-field
 # cap instead, so such a field becomes one rejected row.
 csv.field_size_limit(sys.maxsize)
+# pyarrow's default allocator (mimalloc) keeps freed blocks for reuse: 6-12 MB
+# more peak memory over a load than malloc, for no measurable speed.
+ARROW_POOL = pa.system_memory_pool()
 # Bytes looked at to tell text from a binary file.
 SNIFF_BYTES = 8192
 # Signatures of files people upload by mistake, named in the error message.
@@ -410,7 +413,10 @@ class SourceReader:
             block = block.replace(b", ", b",")
         try:
             table = pa_csv.read_csv(
-                pa.py_buffer(block), read_options=self._arrow_read, convert_options=self._arrow_convert
+                pa.py_buffer(block),
+                read_options=self._arrow_read,
+                convert_options=self._arrow_convert,
+                memory_pool=ARROW_POOL,
             )
         except pa.ArrowInvalid:
             return None
