@@ -715,11 +715,14 @@ class _PostgresWriter(_BulkWriter):
         pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False), memory_pool=ARROW_POOL)
         buffer = io.BytesIO(sink.getvalue().to_pybytes())
         nullable = {PERSON_COLUMNS[position] for position in NULLABLE_POSITIONS}
-        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL {}, FORCE_NOT_NULL ({}))").format(
+        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL {}, FORCE_NOT_NULL ({}){})").format(
             sql.Identifier(self.target),
             sql.SQL(", ").join(map(sql.Identifier, PERSON_COLUMNS)),
             sql.Literal(str(MISSING_ID)),
             sql.SQL(", ").join(sql.Identifier(column) for column in PERSON_COLUMNS if column not in nullable),
+            # The staging table was created in this transaction: its rows can be
+            # written frozen, so later scans (index builds) need not set hint bits.
+            sql.SQL(", FREEZE" if self.target == STAGING_TABLE else ""),
         )
         cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         # psycopg2 sends 8 kB at a time by default; 1 MB blocks took the COPY of a
