@@ -79,15 +79,17 @@ def load_average() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
-def run_measured(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak resident memory (MiB) of one child process."""
+def run_measured(command: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak resident memory (MiB) and CPU seconds (user + system)
+    of one child process. On a busy machine wall time follows CPU time more than
+    parallelism, so both are printed."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode() if process.stderr else ''}")
-    return elapsed, usage.ru_maxrss // 1024
+    return elapsed, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
 def upload_command(source: Path, url: str, *extra: str) -> list[str]:
@@ -119,11 +121,14 @@ def small_file(runs: int, scratch: Path) -> None:
         print(f"ratio upload / pandas via {name}: {ours / baseline:.2f} (for the record; not a target)")
 
 
-def compare(name: str, ours: tuple[float, int], pandas: tuple[float, int]) -> None:
+def compare(name: str, ours: tuple[float, int, float], pandas: tuple[float, int, float]) -> None:
     time_ratio = ours[0] / pandas[0]
     memory_ratio = ours[1] / pandas[1]
     verdict = "PASS" if time_ratio <= 1.0 and memory_ratio <= 0.1 else "FAIL"
-    print(f"{name}: upload {ours[0]:6.2f} s, {ours[1]} MiB | pandas {pandas[0]:6.2f} s, {pandas[1]} MiB")
+    print(
+        f"{name}: upload {ours[0]:6.2f} s, {ours[1]} MiB, {ours[2]:.2f} s CPU | "
+        f"pandas {pandas[0]:6.2f} s, {pandas[1]} MiB, {pandas[2]:.2f} s CPU (client process only)"
+    )
     print(
         f"{name}: time ratio {time_ratio:.2f} (target <= 1.00), memory ratio {memory_ratio:.3f} "
         f"(target <= 0.100)  {verdict}   ({load_average()})"
