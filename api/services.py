@@ -9,12 +9,11 @@ can never disagree about what a filter means.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -22,13 +21,7 @@ from api.errors import public_reason, raw_reason
 from warehouse import analytics
 from warehouse.config import Settings, get_settings
 from warehouse.contract import column_title
-from warehouse.db import (
-    DatabaseUnavailable,
-    bound_query_time,
-    extend_deadline,
-    make_engine,
-    sqlite_read_only_uri,
-)
+from warehouse.db import DatabaseUnavailable, extend_deadline, make_read_engine
 from warehouse.domain import CATEGORIES
 from warehouse.models import Load
 from warehouse.query import (
@@ -47,57 +40,21 @@ from warehouse.query import (
 log = logging.getLogger("api")
 
 
-def _sqlite_read_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
-    # The API never writes: refuse it at the connection, whatever the SQL.
-    cursor.execute("PRAGMA query_only=ON")
-    # Map the file into memory and keep a larger page cache: reads skip syscalls.
-    cursor.execute("PRAGMA mmap_size=1073741824")
-    cursor.execute("PRAGMA cache_size=-65536")
-    # GROUP BY sorts every matching row (SQLite has no hash aggregate): let the
-    # sorter use both cores. (temp_store=MEMORY made those sorts 3x slower.)
-    cursor.execute("PRAGMA threads=2")
-    cursor.close()
-
-
-def make_read_engine(url: str, settings: Settings | None = None) -> Engine:
-    """An engine for the API: read-only and time-bounded on both databases.
-
-    SQLite files are opened `mode=ro` (never created, never written; `immutable`
-    in a directory the API may not write, see `warehouse.db.sqlite_read_only_uri`)
-    and query-only. PostgreSQL sessions are read-only transactions. Statements end
-    within API_STATEMENT_TIMEOUT, lock waits within API_LOCK_TIMEOUT, and a
-    request waits API_DB_POOL_TIMEOUT at most for one of API_DB_POOL_SIZE
-    connections (plus 2 for the background snapshot build and /health)."""
+def make_api_engine(url: str, settings: Settings | None = None) -> Engine:
+    """The API's engine: `warehouse.db.make_read_engine` (read-only on both
+    databases) with the API's limits: statements end within
+    API_STATEMENT_TIMEOUT, lock waits within API_LOCK_TIMEOUT, and a request
+    waits API_DB_POOL_TIMEOUT at most for one of API_DB_POOL_SIZE connections
+    (plus 2 for the background snapshot build and /health)."""
     settings = settings or get_settings()
-    pool = {
-        "pool_size": settings.api_db_pool_size,
-        "max_overflow": 2,
-        "pool_timeout": settings.api_db_pool_timeout_s,
-    }
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        path = Path(parsed.database).resolve()
-
-        if "immutable=1" in sqlite_read_only_uri(path):
-            log.warning(
-                "%s is in WAL mode in a directory this process may not write: opened immutable; "
-                "restart the API after an upload",
-                path.name,
-            )
-
-        def connect() -> sqlite3.Connection:
-            # check_same_thread: pooled across threads (one thread at a time).
-            return sqlite3.connect(sqlite_read_only_uri(path), uri=True, check_same_thread=False)
-
-        # Not warehouse.db.make_engine: that one creates missing folders and sets WAL,
-        # both writes; the API only reads.
-        engine = create_engine(url, creator=connect, **pool)  # type: ignore[arg-type]
-        event.listen(engine, "connect", _sqlite_read_pragmas)
-    else:
-        engine = make_engine(url, **pool)
-    bound_query_time(engine, settings.api_statement_timeout_s, settings.api_lock_timeout_s)
-    return engine
+    return make_read_engine(
+        url,
+        pool_size=settings.api_db_pool_size,
+        max_overflow=2,
+        pool_timeout_s=settings.api_db_pool_timeout_s,
+        statement_timeout_s=settings.api_statement_timeout_s,
+        lock_timeout_s=settings.api_lock_timeout_s,
+    )
 
 
 def public_database(url: str) -> str:
