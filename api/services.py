@@ -9,11 +9,13 @@ can never disagree about what a filter means.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, Executable, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -24,6 +26,7 @@ from warehouse.contract import column_title
 from warehouse.db import DatabaseUnavailable, extend_deadline, make_read_engine
 from warehouse.domain import CATEGORIES
 from warehouse.models import Load
+from warehouse.people import fetch_people_rows, scan_by_id
 from warehouse.query import (
     MEASURES,
     UNKNOWN_PARAM,
@@ -32,7 +35,6 @@ from warehouse.query import (
     count_people,
     dimension_counts,
     dimension_counts_many,
-    fetch_people,
     get_person,
     select_people,
 )
@@ -69,14 +71,63 @@ def public_database(url: str) -> str:
     return f"PostgreSQL database {parsed.database or ''}"
 
 
+# Every data request asks it (for its ETag): built once.
+DATA_VERSION: Final = select(func.coalesce(func.max(Load.id), 0), func.count(Load.id).filter(Load.status == "loaded"))
+
+# Totals of this many recent filters are kept per process (about 300 bytes each).
+COUNT_CACHE_ITEMS: Final = 4096
+
+
+class CountCache:
+    """Exact totals by (version of the data, filter), least recently used out.
+
+    The version is the analytic copy's stamp, the one its count came from: an
+    upload or `--replace` changes it, so a total is never served for other data
+    (the stamp's documented blind spot, a hand-written UPDATE or DELETE, applies
+    here as it does to the copy). Thread-safe: handlers run on a thread pool."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[Hashable, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> int | None:
+        with self._lock:
+            total = self._items.get(key)
+            if total is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return total
+
+    def put(self, key: Hashable, total: int) -> None:
+        with self._lock:
+            self._items[key] = total
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+
+def _filter_key(people_filter: PeopleFilter) -> Hashable:
+    """The same people, the same key: order-independent (the filter's query-string form)."""
+    return tuple(sorted((name, tuple(values)) for name, values in people_filter.to_params().items()))
+
+
+def _sql_rows(connection: Connection, statement: Executable) -> list[dict[str, Any]]:
+    return [dict(row) for row in connection.execute(statement).mappings()]
+
+
 class CensusService:
     """Read-only census queries for the API; one connection per call."""
 
-    def __init__(self, engine: Engine, url: str) -> None:
+    def __init__(self, engine: Engine, url: str, count_cache_items: int = COUNT_CACHE_ITEMS) -> None:
         self.engine = engine
         self.url = url
         self.database = public_database(url)
         self.backend = engine.dialect.name
+        self.counts = CountCache(count_cache_items)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -91,9 +142,28 @@ class CensusService:
     ) -> tuple[int, list[dict[str, Any]]]:
         """The exact total and one page, read on the same connection."""
         with self.engine.connect() as connection:
-            total = count_people(connection, people_filter)
-            rows = fetch_people(connection, people_filter, fields, sort, limit, offset) if offset < total else []
-        return total, rows
+            total, everyone = self._total(connection, people_filter)
+            if offset >= total:
+                return total, []
+            scan = scan_by_id(connection.dialect, sort, offset + limit, total, everyone)
+            names, rows = fetch_people_rows(connection, people_filter, fields, sort, limit, offset, scan=scan)
+        return total, [dict(zip(names, row, strict=True)) for row in rows]
+
+    def _total(self, connection: Connection, people_filter: PeopleFilter) -> tuple[int, int | None]:
+        """How many people match, and how many people there are (None: unknown).
+
+        From the count cache when this version of the data was counted for this
+        filter before (paging through a result counts once), else from the
+        analytic copy (or SQL while there is none, and then nothing is cached)."""
+        copy = analytics.current(connection)
+        if copy is None:
+            return count_people(connection, people_filter, run=_sql_rows), None
+        key = (copy.stamp, _filter_key(people_filter))
+        total = self.counts.get(key)
+        if total is None:
+            total = count_people(connection, people_filter, run=lambda _connection, statement: copy.execute(statement))
+            self.counts.put(key, total)
+        return total, copy.rows
 
     def person(self, person_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
@@ -149,9 +219,7 @@ class CensusService:
         """What identifies the data's current version: (latest load id, loads in use).
         Every upload adds a load and --replace retires some, so either changes."""
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(func.coalesce(func.max(Load.id), 0), func.count(Load.id).filter(Load.status == "loaded"))
-            ).one()
+            row = connection.execute(DATA_VERSION).one()
         return int(row[0]), int(row[1])
 
     def count(self, people_filter: PeopleFilter) -> int:
