@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Alias, Column, ColumnElement, Connection, Dialect, FromClause, Select, literal_column, select
+from sqlalchemy import (
+    Alias,
+    Column,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Executable,
+    FromClause,
+    Select,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql.visitors import replacement_traverse
 
 from warehouse.contract import PERSON, UNKNOWN
@@ -268,16 +279,38 @@ def prepared_page(
     """The compiled page SQL for one shape (None: use the statement; e.g. more
     labels asked than a category has distinct values). Raises QueryError for a
     bad sort, as `select_people` does."""
+    return _prepare(
+        dialect,
+        shape,
+        lambda probe, limit, offset: select_people(probe, columns, sort, limit=limit, offset=offset, scan_by_id=scan),
+        paged=True,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def prepared_filter_statement(
+    dialect: Dialect, shape: Shape, build: Callable[[PeopleFilter], Executable]
+) -> PreparedPage | None:
+    """The same for a statement of the filter alone (e.g. the page's total,
+    `warehouse.aggregates.count_statement`): its parameters take the values of
+    `page_shape`, limit and offset aside."""
+    return _prepare(dialect, shape, lambda probe, _limit, _offset: build(probe), paged=False)
+
+
+def _prepare(
+    dialect: Dialect, shape: Shape, build: Callable[[PeopleFilter, int, int], Executable], *, paged: bool
+) -> PreparedPage | None:
     try:
         probe, values = _probe(shape)
     except (StopIteration, QueryError):
         return None
-    statement = select_people(probe, columns, sort, limit=values[-2], offset=values[-1], scan_by_id=scan)
+    statement = build(probe, values[-2], values[-1])
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.params)
     slot_of = {value: index for index, value in enumerate(values)}
     slots = tuple(slot_of.get(compiled.params[name], -1) for name in names)
-    if sorted(slots) != list(range(len(values))):  # every value used exactly once, nothing else
+    used = len(values) if paged else len(values) - 2
+    if sorted(slots) != list(range(used)):  # every value used exactly once, nothing else
         return None
     return PreparedPage(str(compiled), names, slots, compiled.positional)
 
