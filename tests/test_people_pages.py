@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from api.app import create_app
+from api.services import CensusService, make_api_engine
 from loaders.upload import upload
 from warehouse import analytics
 from warehouse.config import DEFAULT_SOURCE, sqlite_url
 from warehouse.db import make_engine, make_read_engine
 from warehouse.people import fetch_people_rows, page_shape, prepared_page, scan_by_id, select_people
-from warehouse.query import PeopleFilter
+from warehouse.query import PeopleFilter, count_people
 
 PEOPLE = "/api/v1/people"
 
@@ -130,3 +131,24 @@ def test_page_totals_are_cached_per_version_of_the_data(sqlite_census_url: str, 
 def _is_woman_30_plus(line: str) -> bool:
     fields = [field.strip() for field in line.split(",")]
     return int(fields[0]) >= 30 and fields[9] == "Female"
+
+
+def test_totals_on_the_analytic_copy_are_count_people(sqlite_census_url: str) -> None:
+    """The API's totals (SQL compiled per shape, on a DuckDB cursor) equal the
+    query layer's count in plain SQL, for every filter of the grid."""
+    engine = make_api_engine(sqlite_census_url)
+    service = CensusService(engine, sqlite_census_url)
+    try:
+        analytics.warm_up(engine)
+        with engine.connect() as connection:
+            copy = analytics.current(connection, wait=True)
+            assert copy is not None
+            for people_filter in FILTERS:
+                in_sql = count_people(connection, people_filter, run=_in_sql)
+                assert service._count_on_copy(connection, copy, people_filter) == in_sql, people_filter
+    finally:
+        engine.dispose()
+
+
+def _in_sql(connection: Any, statement: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in connection.execute(statement).mappings()]

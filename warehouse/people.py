@@ -251,7 +251,9 @@ def _probe(shape: Shape) -> tuple[PeopleFilter, list[Any]]:
     used: set[Any] = set()
 
     def fresh(candidates: Iterator[Any]) -> Any:
-        value = next(v for v in candidates if v not in used)  # StopIteration: no distinct value left
+        value = next((v for v in candidates if v not in used), None)
+        if value is None:
+            raise LookupError("no distinct value left")
         used.add(value)
         return value
 
@@ -302,7 +304,7 @@ def _prepare(
 ) -> PreparedPage | None:
     try:
         probe, values = _probe(shape)
-    except (StopIteration, QueryError):
+    except (LookupError, QueryError):
         return None
     statement = build(probe, values[-2], values[-1])
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
