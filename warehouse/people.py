@@ -199,8 +199,13 @@ def fetch_people_rows(
         return names, [tuple(row) for row in connection.execute(statement)]
     ordered = [values[slot] for slot in prepared.slots]
     parameters = tuple(ordered) if prepared.positional else dict(zip(prepared.names, ordered, strict=True))
-    # exec_driver_sql still runs the engine's events (the statement deadline).
-    return names, connection.exec_driver_sql(prepared.sql, parameters).cursor.fetchall()  # type: ignore[union-attr]
+    # exec_driver_sql still runs the engine's events (the statement deadline);
+    # the rows come straight from the DBAPI cursor, as tuples.
+    result = connection.exec_driver_sql(prepared.sql, parameters)
+    try:
+        return names, result.cursor.fetchall()  # type: ignore[union-attr]
+    finally:
+        result.close()
 
 
 # --------------------------------------------------------------------------- prepared pages
