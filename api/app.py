@@ -37,7 +37,7 @@ from api.controllers import API_PREFIX, DimensionsController, PeopleController, 
 from api.errors import EXCEPTION_HANDLERS, error_response
 from api.http import DATABASE_INFO, POOL_IN_USE, DataGate, HeadAsGet, RequestLog
 from api.schemas import ErrorBody
-from api.services import CensusService, make_read_engine
+from api.services import CensusService, make_api_engine
 from warehouse import analytics
 from warehouse.config import Settings, get_settings
 
@@ -133,7 +133,7 @@ def create_app(database_url: str | None = None) -> Litestar:
         # limiter): a thread never waits for a connection it cannot get.
         to_thread.current_default_thread_limiter().total_tokens = settings.api_db_pool_size + 2
         app.state.health_limiter = anyio.CapacityLimiter(2)
-        service = CensusService(make_read_engine(url, settings), url)
+        service = CensusService(make_api_engine(url, settings), url)
         app.state.census = service
         DATABASE_INFO.clear()
         DATABASE_INFO.labels(backend=service.backend, database=service.database).set(1)

@@ -196,11 +196,11 @@ class ExplorerApp:
 
 def build(store: DataStore | None = None, query: dict[str, list[str]] | None = None) -> pn.template.BootstrapTemplate:
     from explorer.page import install
-    from explorer.readonly import missing_file_message, read_only_url
+    from explorer.readonly import missing_file_message
 
     url = store.url if store is not None else get_settings().database_url
     missing = missing_file_message(url, UPLOAD_HINT)
-    store = store or DataStore(url=read_only_url(url))  # the explorer only reads
+    store = store or DataStore(url=url)  # its engine only reads (warehouse.db.make_read_engine)
     template = pn.template.BootstrapTemplate(title=TITLE, header_background="#2f4f6f", main_max_width="1600px")
     install(template)  # page script (ARIA, focus, Back/Forward) and the theme switch
     try:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from warehouse import analytics, estimates, query
 from warehouse.config import get_settings
-from warehouse.db import DatabaseUnavailable, describe, make_engine
+from warehouse.db import DatabaseUnavailable, describe, make_read_engine
 from warehouse.query import PeopleFilter
 
 UPLOAD_HINT = "run the upload first: python -m loaders.upload"
@@ -35,7 +35,7 @@ def engine_for(url: str) -> Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
+            engine = _engines[url] = make_read_engine(url)  # the explorer only reads
             # Counts, charts and histograms read the in-memory snapshot; build it
             # now rather than in the first visitor's request (2 s per million people).
             analytics.warm_up_in_background(engine)

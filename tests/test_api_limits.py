@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
-from api.services import make_read_engine
+from api.services import make_api_engine
 from devtools.postgres import PostgresServer
 from devtools.servers import ServerProcess, free_port
 from loaders.upload import upload
@@ -71,7 +71,7 @@ def timed_get(client: TestClient, path: str) -> tuple[float, httpx.Response]:
 
 
 def test_sqlite_statement_is_interrupted_past_its_limit(sqlite_copy: Path) -> None:
-    engine = make_read_engine(sqlite_url(sqlite_copy))
+    engine = make_api_engine(sqlite_url(sqlite_copy))
     bound_query_time(engine, 0.3, 0.3)  # tighter than the API's own settings
     endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
     started = time.monotonic()
@@ -84,7 +84,7 @@ def test_sqlite_statement_is_interrupted_past_its_limit(sqlite_copy: Path) -> No
 
 
 def test_sqlite_reader_cannot_write(sqlite_copy: Path) -> None:
-    engine = make_read_engine(sqlite_url(sqlite_copy))
+    engine = make_api_engine(sqlite_url(sqlite_copy))
     with engine.connect() as connection, pytest.raises(OperationalError, match="readonly|query_only|read-only"):
         connection.execute(text("DELETE FROM person"))
     engine.dispose()
@@ -203,7 +203,7 @@ def _psycopg2_connect(url: str) -> psycopg2.extensions.connection:
 @pytest.mark.postgres
 def test_postgres_sessions_are_read_only_and_time_bounded(postgres_copy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_STATEMENT_TIMEOUT", "0.5")
-    engine = make_read_engine(postgres_copy, get_settings())
+    engine = make_api_engine(postgres_copy, get_settings())
     with engine.connect() as connection, pytest.raises(OperationalError, match="statement timeout"):
         connection.execute(text("SELECT pg_sleep(3)"))
     with engine.connect() as connection, pytest.raises(Exception, match="read-only transaction"):

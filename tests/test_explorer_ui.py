@@ -18,12 +18,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from devtools.servers import ServerProcess, free_port
-from explorer.readonly import missing_file_message, read_only_url
+from explorer.readonly import missing_file_message
 from explorer.serve import serve_command, serve_environment
+from explorer.store import DataStore
 from explorer.visualize import TITLE_SEPARATOR, ChartSpec, title_lines
 from tests import test_explorer_browser as first_suite
 from tests.test_explorer_browser import ROOT, choose, control, eventually, headers
-from warehouse.db import make_engine
 
 pytestmark = pytest.mark.browser
 
@@ -351,14 +351,11 @@ def test_missing_sqlite_file_is_reported_not_created(tmp_path: Path, browser) ->
 
 
 def test_explorer_engine_is_read_only(sqlite_census_url: str, tmp_path: Path) -> None:
-    engine = make_engine(read_only_url(sqlite_census_url))
-    try:
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT count(*) FROM person")).scalar() > 0
-            with pytest.raises(OperationalError, match="readonly"):
-                connection.execute(text("DELETE FROM gender"))
-    finally:
-        engine.dispose()
+    engine = DataStore(url=sqlite_census_url).engine  # shared per URL: not disposed here
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM person")).scalar() > 0
+        with pytest.raises(OperationalError, match="readonly"):
+            connection.execute(text("DELETE FROM gender"))
     assert missing_file_message(f"sqlite:///{tmp_path / 'no.db'}", "load it") is not None
     assert missing_file_message(sqlite_census_url, "load it") is None
 
