@@ -402,3 +402,24 @@ def test_image_render_never_uses_the_process_wide_document() -> None:
             assert isinstance(exporter.render(chart), Plot)
     finally:
         exporter.close()
+
+
+def test_compose_and_python_m_explorer_share_one_serve_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml runs `python -m explorer`, so its server gets what
+    explorer/serve.py builds: worker threads, the download route, session clean-up
+    and EXPLORER_NUM_PROCS processes (it once ran a bare `panel serve` without them)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    explorer = compose["services"]["explorer"]
+    assert explorer["command"][:3] == ["python", "-m", "explorer"]
+    assert {"EXPLORER_NUM_PROCS", "EXPLORER_NUM_THREADS"} <= set(explorer["environment"])
+    monkeypatch.setenv("EXPLORER_NUM_PROCS", "3")
+    monkeypatch.delenv("EXPLORER_NUM_THREADS", raising=False)
+    command = " ".join(serve_command(5006))
+    assert "--num-threads 4" in command and "--num-procs 3" in command  # the defaults and the variable
+    assert "--plugins explorer.downloads" in command and "--unused-session-lifetime" in command
+    monkeypatch.setenv("EXPLORER_NUM_PROCS", "1")
+    monkeypatch.setenv("EXPLORER_NUM_THREADS", "0")
+    command = " ".join(serve_command(5006))
+    assert "--num-procs" not in command and "--num-threads" not in command
