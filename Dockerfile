@@ -2,7 +2,7 @@
 #   python -m warehouse.schema --db postgres           create the schema
 #   python -m loaders.upload data/Input_Dataset.csv --db postgres
 #   python -m api                                       the HTTP API (default)
-#   panel serve explorer/app.py --address 0.0.0.0 ...   the explorer
+#   python -m explorer --address 0.0.0.0 ...          the explorer (explorer/serve.py builds its panel serve command)
 # Builds with the classic builder too (DOCKER_BUILDKIT=0): no BuildKit-only syntax.
 # BASE_IMAGE lets a machine without Docker Hub build from a local base image.
 ARG BASE_IMAGE=python:3.11-slim

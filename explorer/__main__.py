@@ -1,7 +1,9 @@
 """`python -m explorer`: serve the explorer with `panel serve` on EXPLORER_PORT.
 
-Extra arguments are passed to `panel serve` (for example --address 0.0.0.0 or
---num-procs 2); `--num-threads N` replaces EXPLORER_NUM_THREADS.
+The command comes from explorer/serve.py (worker threads from EXPLORER_NUM_THREADS,
+processes from EXPLORER_NUM_PROCS, the download route, session clean-up); docker-compose.yml
+runs it too. Extra arguments are passed to `panel serve` (for example --address 0.0.0.0
+or --liveness); `--num-threads N` replaces EXPLORER_NUM_THREADS.
 """
 
 from __future__ import annotations

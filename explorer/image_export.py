@@ -210,7 +210,7 @@ class ImageExporter:
 
         from explorer.visualize import size_for_export
 
-        model = chart if isinstance(chart, Model) else hv.render(size_for_export(chart), backend="bokeh")
+        model = chart if isinstance(chart, Model) else _render_alone(hv, size_for_export(chart))
         for plot in _plots(model):
             plot.toolbar_location = None
         return model
@@ -262,6 +262,19 @@ class ImageExporter:
 
     def jpg(self, chart: Any, quality: int = 92, scale: int = 1) -> bytes:
         return png_to_jpg(self.png(chart, scale), quality)
+
+
+def _render_alone(hv: Any, chart: Any) -> Any:
+    """The chart's Bokeh model, in a Document of its own. `hv.render` puts the plot in
+    Bokeh's `curdoc()`, which is process-wide, not per thread: from a worker thread it
+    is whatever document the event loop is serving at that moment (another analyst's
+    session, or one being destroyed: "'Document' object has no attribute '_theme'"),
+    and the render would set that document's theme and hook into its end. So render
+    as Panel's HoloViews pane does: server mode, with the document given."""
+    from bokeh.document import Document
+
+    renderer = hv.renderer("bokeh").instance(mode="server")
+    return renderer.get_plot(chart, doc=Document()).state
 
 
 @contextmanager

@@ -1,5 +1,6 @@
-"""How the explorer is started with `panel serve`: `python -m explorer`, the
-browser tests and the benchmark all start it this way.
+"""How the explorer is started with `panel serve`: `python -m explorer` (and so
+docker-compose.yml and the image), the browser tests and the benchmark all start
+it this way; this is the one place that builds the `panel serve` arguments.
 
 Beyond the app itself the command sets what serving many analysts at once needs
 (README "Many analysts at once"):
@@ -34,7 +35,9 @@ def serve_command(
 ) -> list[str]:
     """`panel serve explorer/app.py` on `port`; websocket connections are allowed
     from localhost and 127.0.0.1 unless the caller names its own origins."""
-    threads = get_settings().explorer_num_threads if num_threads is None else num_threads
+    settings = get_settings()
+    threads = settings.explorer_num_threads if num_threads is None else num_threads
+    procs = settings.explorer_num_procs if num_procs is None else num_procs
     command = [sys.executable, "-m", "panel", "serve", str(APP), "--port", str(port)]
     if threads > 0:  # 0: every callback on the event loop (Panel's default, for comparison)
         command += ["--num-threads", str(threads)]
@@ -45,8 +48,8 @@ def serve_command(
         "--check-unused-sessions",
         str(CHECK_UNUSED_SESSIONS_MS),
     ]
-    if num_procs is not None:
-        command += ["--num-procs", str(num_procs)]
+    if procs != 1:  # EXPLORER_NUM_PROCS: forked server processes sharing the port (0: one per core)
+        command += ["--num-procs", str(procs)]
     if address:
         command += ["--address", address]
     if allow_origins:
@@ -65,8 +68,8 @@ def serve_environment(**variables: str) -> dict[str, str]:
 def ensure_worker_threads() -> None:
     """Inside the server: run every session's callbacks in worker threads, each
     session's in order (explorer.session_pool). With `--num-threads N` the pool has
-    N threads; without (a bare `panel serve explorer/app.py`, as in
-    docker-compose.yml) EXPLORER_NUM_THREADS; 0 leaves callbacks on the event loop."""
+    N threads; without (a bare `panel serve explorer/app.py`) EXPLORER_NUM_THREADS;
+    0 leaves callbacks on the event loop."""
     import panel as pn
 
     from explorer.session_pool import install

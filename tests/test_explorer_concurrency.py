@@ -331,3 +331,95 @@ def test_session_pool_keeps_each_sessions_order_and_runs_sessions_in_parallel() 
         future.result(timeout=10)
     assert [n for name, n in done if name == "first"] == [0, 1, 2, 3, 4]  # in order, though later ones are quicker
     pool.shutdown()
+
+
+def test_session_pool_takes_a_widgets_changes_on_the_submitting_thread_and_merges_a_burst() -> None:
+    """Panel's worker task `_change_event` swapped the widget's pending changes in the
+    worker, racing the event loop that adds them (a quick change was lost). The pool
+    takes them in `submit` (on the event loop); a burst waiting behind a busy session
+    becomes one batch with the newest value, applied in order after the busy task."""
+    import panel as pn
+    from bokeh.document import Document
+
+    from explorer.session_pool import SessionOrderedPool
+
+    pool = SessionOrderedPool(2)
+    doc = Document()
+    slider = pn.widgets.IntSlider(start=0, end=100, value=50)
+    seen: list[int] = []
+    slider.param.watch(lambda event: seen.append(event.new), "value")
+    release = threading.Event()
+    busy = pool.submit(lambda _doc: release.wait(10), doc)  # the session is busy with a slow callback
+    futures = []
+    for value in (49, 48, 47):  # three presses arrive while it is busy
+        slider._events = {"value": value}  # what Panel's _server_change collects on the event loop
+        futures.append(pool.submit(slider._change_event, doc))
+        assert slider._events == {}  # taken at once, not later by a worker
+    release.set()
+    busy.result(timeout=10)
+    for future in futures:
+        future.result(timeout=10)
+    assert seen == [47] and slider.value == 47  # one batch, the newest value
+    slider._events = {"value": 46}
+    pool.submit(slider._change_event, doc).result(timeout=10)
+    assert seen == [47, 46]
+    assert pool.submit(slider._change_event, doc).result(timeout=10) is None  # nothing pending: nothing done
+    pool.shutdown()
+
+
+def test_image_render_never_uses_the_process_wide_document() -> None:
+    """`hv.render` put the exported plot in Bokeh's process-wide `curdoc()`: from a
+    worker thread, whatever document the event loop was serving, perhaps one being
+    destroyed ("'Document' object has no attribute '_theme'"). The export renders
+    into a document of its own."""
+    import holoviews as hv
+    from bokeh.document import Document
+    from bokeh.io.doc import patch_curdoc
+    from bokeh.models import Plot
+
+    from explorer.image_export import ImageExporter
+
+    hv.extension("bokeh")
+
+    class Session:  # what Bokeh passes to Document.destroy: a change listener
+        def _document_patched(self, _event: object) -> None: ...
+
+        def __call__(self, _event: object) -> None: ...
+
+    chart = hv.Bars([("a", 1), ("b", 2)])
+    exporter = ImageExporter(browsers=1)
+    try:
+        other = Document()  # another analyst's live session
+        theme = other.theme
+        with patch_curdoc(other):
+            exporter.render(chart)
+        assert other.theme is theme and not other.session_destroyed_callbacks  # left alone
+        closing = Document()
+        session = Session()
+        closing.on_change(session)
+        with patch_curdoc(closing):
+            closing.destroy(session)  # the event loop tears down a closed session's document
+            assert isinstance(exporter.render(chart), Plot)
+    finally:
+        exporter.close()
+
+
+def test_compose_and_python_m_explorer_share_one_serve_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml runs `python -m explorer`, so its server gets what
+    explorer/serve.py builds: worker threads, the download route, session clean-up
+    and EXPLORER_NUM_PROCS processes (it once ran a bare `panel serve` without them)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    explorer = compose["services"]["explorer"]
+    assert explorer["command"][:3] == ["python", "-m", "explorer"]
+    assert {"EXPLORER_NUM_PROCS", "EXPLORER_NUM_THREADS"} <= set(explorer["environment"])
+    monkeypatch.setenv("EXPLORER_NUM_PROCS", "3")
+    monkeypatch.delenv("EXPLORER_NUM_THREADS", raising=False)
+    command = " ".join(serve_command(5006))
+    assert "--num-threads 4" in command and "--num-procs 3" in command  # the defaults and the variable
+    assert "--plugins explorer.downloads" in command and "--unused-session-lifetime" in command
+    monkeypatch.setenv("EXPLORER_NUM_PROCS", "1")
+    monkeypatch.setenv("EXPLORER_NUM_THREADS", "0")
+    command = " ".join(serve_command(5006))
+    assert "--num-procs" not in command and "--num-threads" not in command
