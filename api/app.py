@@ -38,6 +38,7 @@ from api.http import (
     DATABASE_INFO,
     POOL_IN_USE,
     ClientWindows,
+    DatabaseSlots,
     DataGate,
     HeadAsGet,
     RateLimit,
@@ -112,7 +113,7 @@ def _middleware(settings: Settings) -> list[Any]:
             DataGate,
             prefix=API_PREFIX,
             exclude=(f"{API_PREFIX}/health",),
-            slots=settings.api_db_pool_size,
+            slots=DatabaseSlots(settings.api_db_pool_size),
             wait_s=settings.api_db_pool_timeout_s,
             max_age_s=settings.api_cache_max_age_s,
         )

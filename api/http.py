@@ -369,17 +369,35 @@ class RequestMetrics:
                 errors.inc()
 
 
+class DatabaseSlots:
+    """The database slots DataGate hands out, one set for every route: Litestar
+    builds a middleware instance per route, and a limiter per instance would let
+    each endpoint use the whole pool (a request on another endpoint would then
+    queue behind a lock instead of getting its 503)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.total)
+        return self._limiter
+
+
 class DataGate:
     """Bounded database concurrency with 503 + Retry-After; ETag, Cache-Control and 304s."""
 
-    def __init__(self, app: ASGIApp, prefix: str, exclude: tuple[str, ...], slots: int, wait_s: float, max_age_s: int):
+    def __init__(
+        self, app: ASGIApp, prefix: str, exclude: tuple[str, ...], slots: DatabaseSlots, wait_s: float, max_age_s: int
+    ):
         self.app = app
         self.prefix = prefix
         self.exclude = exclude
         self.slots = slots
         self.wait_s = wait_s
         self.cache_control = f"public, max-age={max_age_s}, must-revalidate"
-        self.limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
 
     def _applies(self, scope: Scope) -> bool:
         path = scope.get("path", "")
@@ -394,13 +412,12 @@ class DataGate:
         if not self._applies(scope):
             await self.app(scope, receive, send)
             return
-        if self.limiter is None:
-            self.limiter = anyio.CapacityLimiter(self.slots)
+        limiter = self.slots.limiter
         acquired = False
         GATE_WAITING.inc()
         try:
             with anyio.move_on_after(self.wait_s):
-                await self.limiter.acquire()
+                await limiter.acquire()
                 acquired = True
         finally:
             GATE_WAITING.dec()
@@ -410,7 +427,7 @@ class DataGate:
         try:
             await self._answer(scope, receive, send)
         finally:
-            self.limiter.release()
+            limiter.release()
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = scope["litestar_app"].state.census  # type: ignore[typeddict-item]
