@@ -424,10 +424,17 @@ def overhead(args: argparse.Namespace, db: Path) -> None:
         for name in names:  # warm-up: caches, lazily built objects, every worker
             load(urls[name], max(1, seconds // 2), connections, args.threads)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        loads: list[float] = []  # the 1-minute load average after each round
         for round_ in range(trials):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 runs[name].append(_timed_load(load, urls[name], pids[name], seconds, connections, args.threads))
+            loads.append(os.getloadavg()[0])
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"1-minute load average after each round: {' '.join(f'{x:.1f}' for x in loads)} ({os.cpu_count()} cores)")
+    print("req/s of every trial, by round:")
+    for name in names:
+        rates = " ".join(f"{r['requests_per_s']:7.1f}" for r in runs[name])
+        print(f"  {name:16} {rates}")
     off = [r["requests_per_s"] for r in runs["all off"]]
     off_cpu = statistics.median(r["cpu_ms"] for r in runs["all off"])
     print(
@@ -452,6 +459,8 @@ def overhead(args: argparse.Namespace, db: Path) -> None:
         f"all on / all off, ratio of median req/s: {ratio:.3f} "
         f"(target >= 0.90: {'met' if ratio >= 0.9 else 'MISSED'}); by server CPU per request: {cpu_ratio:.3f}"
     )
+    if max(loads) > (os.cpu_count() or 1):
+        print("(the machine was busier than its cores: req/s moved with the other load; CPU per request did not)")
 
 
 def main(argv: list[str] | None = None) -> None:
