@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         "--fresh-upload", action="store_true", help="after the latencies, time an upload's commit to fresh answers"
     )
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
-    parser.add_argument("--overhead-trials", type=int, default=5, help="interleaved trials per overhead configuration")
+    parser.add_argument("--overhead-trials", type=int, default=7, help="interleaved trials per overhead configuration")
     parser.add_argument("--overhead-seconds", type=int, default=3, help="duration of each overhead trial")
     parser.add_argument("--only-new", action="store_true", help="only the export, gzip and overhead figures")
     args = parser.parse_args(argv)
