@@ -272,8 +272,8 @@ class RateLimit:
     the API's JSON error with `Retry-After`, sent from here (not raised) so that it
     passes through `RequestLog`: it has a request id and its line in the log. Litestar's
     limiter stores every timestamp of the window and re-encodes them all on each
-    request, so its cost grows with the limit (about 0.3 ms a request at 3,000 a
-    minute, 4 ms at 30,000); here a client is one counter. This runs on the event
+    request, so its cost grows with the client's requests in the window (measured:
+    0.1 ms a request after 1,000, 0.4 ms after 10,000); here a client is one counter. This runs on the event
     loop, so it needs no lock; the counts are per worker process."""
 
     def __init__(self, app: ASGIApp, windows: ClientWindows, exclude: tuple[str, ...] = ()) -> None:
