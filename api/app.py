@@ -27,15 +27,24 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from litestar.static_files import create_static_files_router
 
 from api.controllers import API_PREFIX, DimensionsController, PeopleController, StatsController, health, provide_service
 from api.errors import EXCEPTION_HANDLERS, error_response
-from api.http import DATABASE_INFO, POOL_IN_USE, DataGate, HeadAsGet, RequestLog
+from api.http import (
+    DATABASE_INFO,
+    POOL_IN_USE,
+    ClientWindows,
+    DatabaseSlots,
+    DataGate,
+    HeadAsGet,
+    RateLimit,
+    RequestLog,
+    RequestMetrics,
+)
 from api.schemas import ErrorBody
 from api.services import CensusService, make_api_engine
 from warehouse import analytics
@@ -93,19 +102,18 @@ def _middleware(settings: Settings) -> list[Any]:
     """Outermost first: request id and access log, rate limit, metrics, the database gate."""
     middleware: list[Any] = [DefineMiddleware(RequestLog, enabled=settings.api_access_log)]
     if settings.api_rate_limit:
-        limit = RateLimitConfig(
-            rate_limit=("minute", settings.api_rate_limit),
-            exclude=["/health", f"{API_PREFIX}/health", "/metrics"],
-        )
-        middleware.append(limit.middleware)
+        exempt = ("/health", f"{API_PREFIX}/health", "/metrics")
+        # One set of counters for every route (Litestar makes a middleware instance per route).
+        windows = ClientWindows(settings.api_rate_limit, window_s=60)
+        middleware.append(DefineMiddleware(RateLimit, windows=windows, exclude=exempt))
     if settings.api_metrics:
-        middleware.append(PrometheusConfig(app_name="census_api", prefix="census_api", group_path=True).middleware)
+        middleware.append(DefineMiddleware(RequestMetrics, app_name="census_api"))
     middleware.append(
         DefineMiddleware(
             DataGate,
             prefix=API_PREFIX,
             exclude=(f"{API_PREFIX}/health",),
-            slots=settings.api_db_pool_size,
+            slots=DatabaseSlots(settings.api_db_pool_size),
             wait_s=settings.api_db_pool_timeout_s,
             max_age_s=settings.api_cache_max_age_s,
         )

@@ -106,14 +106,16 @@ def handle_query_error(_request: Request, exc: QueryError) -> Response[ErrorBody
     return error_response(400, f"{parameter}: {exc.message}", parameter, allowed)
 
 
+TOO_MANY_REQUESTS = "too many requests from this client; retry after the number of seconds in Retry-After"
+
+
 def handle_http_exception(_request: Request, exc: HTTPException) -> Response[ErrorBody]:
     extra = exc.extra if isinstance(exc.extra, dict) else {}
     headers = dict(exc.headers or {})
     if exc.status_code == 429:
         # Litestar's rate limiter says when the window resets; clients read Retry-After.
         headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
-        detail = "too many requests from this client; retry after the number of seconds in Retry-After"
-        return error_response(429, detail, headers=headers)
+        return error_response(429, TOO_MANY_REQUESTS, headers=headers)
     return error_response(exc.status_code, str(exc.detail), extra.get("parameter"), extra.get("allowed"), headers)
 
 

@@ -352,3 +352,21 @@ def test_rate_limit_gives_429_with_retry_after(sqlite_census_url: str, monkeypat
         assert limited.json()["status"] == 429
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert client.get("/health").status_code == 200  # health is never limited
+
+
+def test_rate_limit_counts_a_client_across_endpoints(sqlite_census_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One budget per client, whichever endpoints it calls (Litestar builds the
+    middleware once per route; the counts must not be per route)."""
+    monkeypatch.setenv("API_RATE_LIMIT", "4")
+    with TestClient(create_app(sqlite_census_url)) as client:
+        paths = [PEOPLE, "/api/v1/stats", "/api/v1/dimensions", f"{PEOPLE}/7"]
+        answers = [client.get(path) for path in paths]
+        assert [a.status_code for a in answers] == [200] * 4
+        assert [a.headers["ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0"]
+        assert all(a.headers["ratelimit-limit"] == "4" and a.headers["ratelimit-policy"] == "4; w=60" for a in answers)
+        assert 1 <= int(answers[-1].headers["ratelimit-reset"]) <= 60
+        limited = client.get("/api/v1/stats", params={"group_by": "race"}, headers={"X-Request-Id": "over-4"})
+        assert limited.status_code == 429 and limited.headers["ratelimit-remaining"] == "0"
+        assert limited.headers["x-request-id"] == "over-4"  # a 429 is traced like any answer
+        assert limited.headers["retry-after"] == limited.headers["ratelimit-reset"]
+        assert client.get("/metrics").status_code == 200  # metrics are never limited

@@ -110,7 +110,11 @@ def test_sqlite_lock_is_503_with_retry_after_and_health_stays_fast(
         assert client.get(f"{PEOPLE}?limit=5").status_code == 200  # and it recovers
 
 
-def test_full_pool_is_503_with_retry_after(sqlite_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("second_path", [f"{PEOPLE}?limit=2", "/api/v1/stats?group_by=race"])
+def test_full_pool_is_503_with_retry_after(
+    sqlite_copy: Path, monkeypatch: pytest.MonkeyPatch, second_path: str
+) -> None:
+    """The slots are shared by every endpoint: a request on another one is told at once, too."""
     monkeypatch.setenv("API_DB_POOL_SIZE", "1")
     monkeypatch.setenv("API_DB_POOL_TIMEOUT", "0.3")
     monkeypatch.setenv("API_LOCK_TIMEOUT", "2")
@@ -120,7 +124,7 @@ def test_full_pool_is_503_with_retry_after(sqlite_copy: Path, monkeypatch: pytes
         holder = threading.Thread(target=lambda: first.append(client.get(f"{PEOPLE}?limit=1")))
         holder.start()
         time.sleep(0.5)  # the first request holds the only slot, waiting for the lock
-        elapsed, second = timed_get(client, f"{PEOPLE}?limit=2")
+        elapsed, second = timed_get(client, second_path)
         holder.join()
     assert second.status_code == 503, second.text
     assert "busy" in second.json()["detail"] and int(second.headers["retry-after"]) >= 1
