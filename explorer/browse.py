@@ -316,15 +316,24 @@ class BrowseView(pn.viewable.Viewer):
         every.on_click(lambda _event: setattr(self.column_picker, "value", list(self._all_columns)))
         none.on_click(lambda _event: setattr(self.column_picker, "value", []))
         # The session's filter, folded away: the table keeps the width and the pager its place.
-        self._filter_card = pn.Card(
-            self.filters,
+        # Its widgets are built when it is first opened: the page loads as fast as before.
+        self._filter_card = card = pn.Card(
             title="Filter people",
             collapsed=True,
             visible=self.table == "people",
             sizing_mode="stretch_width",
             css_classes=["browse-filters"],
         )
-        self.filters.show_loading_on(self.tabulator)
+
+        def opened(_event: Any = None) -> None:
+            if not card.collapsed and not card.objects:
+                self.filters.show_loading_on(self.tabulator)
+                card[:] = [self.filters]
+
+        card.param.watch(opened, "collapsed")
+        if not self.filters.people_filter.is_empty:
+            card.collapsed = False  # a link's filter shows
+        opened()
         return pn.Column(
             pn.Row(
                 table_select,
