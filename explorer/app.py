@@ -163,7 +163,6 @@ class ExplorerApp:
             export_subset = pn.widgets.Button(
                 label="Export this subset",
                 color="primary",
-                button_type="primary",
                 sizing_mode="stretch_width",
                 css_classes=["export-subset"],
                 description="Open the Export tab with these filters",

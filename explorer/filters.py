@@ -186,7 +186,7 @@ class FilterPanel(pn.viewable.Viewer):
         if (low, high) != self.bounds_of(column):
             self.param[column].bounds = (low, high)
             for widget in self.widgets:
-                if isinstance(widget, pn.widgets.IntRangeSlider) and widget.name == column_title(column):
+                if isinstance(widget, pn.widgets.IntRangeSlider) and widget.label == column_title(column):
                     widget.param.update(start=low, end=high)
             for box in self.number_boxes.get(column, ()):
                 box.param.update(start=low, end=high)
@@ -220,7 +220,7 @@ class FilterPanel(pn.viewable.Viewer):
         )
         boxes = tuple(
             pn.widgets.IntInput(
-                name=f"{title}: {end}",
+                label=f"{title}: {end}",
                 value=getattr(self, column)[index],
                 start=low,
                 end=high,
