@@ -128,10 +128,12 @@ class CrossFilter:
 
     def attach(self, chart: Any, result: Any) -> Any:
         """Add the tap and box-select tools and the streams that report them."""
+        # A drag selects (box select is the active drag tool; panning a bar chart is of little use).
+        options = {"tools": PICK_TOOLS, "active_tools": ["box_select"], "clone": True}
         if isinstance(chart, hv.Overlay):
-            chart = chart.map(lambda element: element.opts(tools=PICK_TOOLS, clone=True), hv.Element)
+            chart = chart.map(lambda element: element.opts(**options), hv.Element)
         else:
-            chart = chart.opts(tools=PICK_TOOLS, clone=True)
+            chart = chart.opts(**options)
         spec, data = result.spec, result.data
         tap = hv.streams.Tap(source=chart, transient=True)
         tap.add_subscriber(lambda x=None, y=None, **_: self.picked(self.tapped(spec, data, x, y)))

@@ -642,3 +642,27 @@ def test_phone_width_export_and_browse_have_no_horizontal_scroll(server: str, br
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 391, box
     finally:
         context.close()
+
+
+def test_cross_filter_box_selection_on_a_histogram(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """Dragging across a histogram of age selects an age range; the count equals pandas."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=histogram&x=age")
+    wait_for_chart(page)
+    canvas = page.locator(".chart canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.35, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=5)
+    page.mouse.up()
+    expect(page).to_have_url(re.compile(r"age_min=\d+&age_max=\d+"))
+    low = int(re.search(r"age_min=(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    high = int(re.search(r"age_max=(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    assert 17 < low < high < 90, (low, high)
+    people = people_matching(input_frame, {"age": (low, high)})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")
+    expect(page.get_by_role("button", name=f"✕ Chart selection: Age {low}–{high}")).to_be_visible()
