@@ -114,6 +114,7 @@ class FilterPanel(pn.viewable.Viewer):
         self.choices: dict[str, FacetChoice] = {}
         self.number_boxes: dict[str, tuple[pn.widgets.IntInput, pn.widgets.IntInput]] = {}
         self._boxing = False
+        self._facets_pending = False
         self.facet_seconds = 0.0
         if store is not None:
             self._use_data_bounds(store.range_bounds())
@@ -304,8 +305,23 @@ class FilterPanel(pn.viewable.Viewer):
     # -- facet counts --
 
     def _facets_changed(self, _event: Any) -> None:
-        if self.choices:
+        """Facets after the chart: in a served page on the event loop's next turn, so
+        the chart's update reaches the browser before the counts are computed (with
+        worker threads, in this callback: the thread is already off the loop)."""
+        if not self.choices or self._facets_pending:
+            return
+        document = pn.state.curdoc
+        threaded = getattr(pn.state, "_thread_pool", None) is not None
+        if document is None or document.session_context is None or threaded:
             self.update_facets()
+            return
+        self._facets_pending = True
+
+        def later() -> None:
+            self._facets_pending = False
+            self.update_facets()
+
+        document.add_next_tick_callback(later)
 
     def update_facets(self) -> None:
         """Each category's values with their people under the other filters."""

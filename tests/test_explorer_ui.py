@@ -520,12 +520,13 @@ def facet_counts_shown(page, label: str) -> dict[str, int]:  # type: ignore[no-u
         has=page.locator("label", has_text=re.compile(f"^{re.escape(label)}$"))
     )
     group.locator("input[type=search]").click()
-    texts = group.locator(".choices__item--choice").all_inner_texts()
+    # (Not Choices.js's "No results found" / "No choices to choose from" line.)
+    texts = group.locator(".choices__item--choice:not(.has-no-results):not(.has-no-choices)").all_inner_texts()
     page.keyboard.press("Escape")
     found = {}
     for option in texts:
         match = re.fullmatch(r"(.+) \(([\d,]+)\)", option.strip())
-        assert match, option
+        assert match, (label, option, texts)
         found[match.group(1)] = int(match.group(2).replace(",", ""))
     return found
 
