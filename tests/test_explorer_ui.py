@@ -667,3 +667,21 @@ def test_cross_filter_box_selection_on_a_histogram(server: str, page, input_fram
     people = people_matching(input_frame, {"age": (low, high)})
     expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")
     expect(page.get_by_role("button", name=f"✕ Chart selection: Age {low}–{high}")).to_be_visible()
+
+
+def test_cross_filter_click_on_a_heatmap_cell_picks_both_attributes(
+    server: str, page, input_frame: pd.DataFrame
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=heatmap&x=race&group=income")
+    wait_for_chart(page)
+    box = page.locator(".chart canvas").first.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3)
+    expect(page).to_have_url(re.compile(r"race=[^&]+.*income=[^&]+"))
+    race = re.search(r"race=([^&]+)", page.url).group(1)  # type: ignore[union-attr]
+    income = re.search(r"income=([^&]+)", page.url).group(1).replace("%3E", ">").replace("%3C", "<")  # type: ignore[union-attr]
+    people = people_matching(input_frame, categories={"race": [race], "income": [income]})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")
+    expect(page.get_by_role("button", name=f"✕ Chart selection: Race: {race} · Income: {income}")).to_be_visible()
