@@ -26,8 +26,9 @@ import holoviews as hv
 import panel as pn
 
 from explorer.filters import RANGE_FILTERS
-from warehouse.contract import AGE_BAND, AGE_BANDS, CATEGORY_COLUMNS, RANGES, UNKNOWN, UNKNOWN_LABEL, column_title
-from warehouse.filters import PeopleFilter
+from warehouse.contract import AGE_BAND, AGE_BANDS, CATEGORY_COLUMNS, UNKNOWN, UNKNOWN_LABEL, column_title
+from warehouse.domain import CATEGORIES, RANGES
+from warehouse.filters import PeopleFilter, QueryError
 
 PICK_TOOLS = ["hover", "tap", "box_select"]
 
@@ -56,9 +57,9 @@ def pick_for(column: str, values: Sequence[Any]) -> Pick:
         chosen: list[str | None] = []
         for value in values:
             category = _category_value(value)
-            if category not in chosen:
+            if category not in chosen and (category is UNKNOWN or category in CATEGORIES[column]):
                 chosen.append(category)
-        return {column: chosen}
+        return {column: chosen} if chosen else {}
     if column == AGE_BAND:
         spans = [(low, high) for label, low, high in AGE_BANDS if label in {str(v) for v in values}]
         if not spans:
@@ -77,6 +78,22 @@ def range_pick(column: str, low: float, high: float) -> Pick:
     if low_int > high_int:  # narrower than one whole value: the nearest one
         low_int = high_int = round((low + high) / 2)
     return {column: (low_int, high_int)}
+
+
+def nested_factor_at(factors: Sequence[Any], x: float, group_padding: float, factor_padding: float) -> Any:
+    """The (x, group) factor of grouped bars at synthetic coordinate `x`. Bokeh lays
+    two-level factors out one unit each, `factor_padding` apart inside a group and
+    `group_padding` apart between groups; HoloViews' Tap reports that number as it is."""
+    position, previous, best = 0.0, None, None
+    for factor in factors:
+        if previous is not None:
+            position += group_padding if factor[0] != previous[0] else factor_padding
+        center = position + 0.5
+        if best is None or abs(center - x) < abs(best[0] - x):
+            best = (center, factor)
+        position += 1.0
+        previous = factor
+    return None if best is None else best[1]
 
 
 def describe_pick(pick: Pick) -> str:
@@ -121,6 +138,7 @@ class CrossFilter:
         self.view = view
         self.filters = view.filters
         self.chips: list[Chip] = []
+        self.x_range: Any = None
         view.chart_hooks.append(self.attach)
         self.filters.param.watch(self._filter_changed, ["people_filter"])
 
@@ -129,7 +147,10 @@ class CrossFilter:
     def attach(self, chart: Any, result: Any) -> Any:
         """Add the tap and box-select tools and the streams that report them."""
         # A drag selects (box select is the active drag tool; panning a bar chart is of little use).
-        options = {"tools": PICK_TOOLS, "active_tools": ["box_select"], "clone": True}
+        # A plot hook keeps the figure's x range: grouped bars' clicks come as numbers.
+        hooks = list(hv.Store.lookup_options("bokeh", chart, "plot").kwargs.get("hooks") or [])
+        options = {"tools": PICK_TOOLS, "active_tools": ["box_select"], "hooks": [*hooks, self._keep_x_range]}
+        options["clone"] = True
         if isinstance(chart, hv.Overlay):
             chart = chart.map(lambda element: element.opts(**options), hv.Element)
         else:
@@ -141,10 +162,30 @@ class CrossFilter:
         box.add_subscriber(lambda **kwargs: self.picked(self.boxed(spec, data, kwargs)))
         return chart
 
+    def _keep_x_range(self, plot: Any, _element: Any) -> None:
+        self.x_range = getattr(plot.state, "x_range", None)
+
+    def _factor_at(self, x: Any) -> Any:
+        """A categorical axis's factor at a click: HoloViews gives the factor, or for
+        nested factors (grouped bars) the synthetic coordinate."""
+        if not isinstance(x, int | float):
+            return x
+        factors = list(getattr(self.x_range, "factors", None) or [])
+        if factors and isinstance(factors[0], list | tuple):
+            return nested_factor_at(
+                factors, float(x), float(self.x_range.group_padding), float(self.x_range.factor_padding)
+            )
+        index = int(x)
+        return factors[index] if 0 <= index < len(factors) else None
+
     def tapped(self, spec: Any, data: Any, x: Any, y: Any) -> Pick:
         """What a click at (x, y) picks on this chart."""
         if x is None:
             return {}
+        if spec.kind in ("bar", "stacked", "grouped", "heatmap"):
+            x = self._factor_at(x)
+            if x is None:
+                return {}
         if spec.kind in ("bar", "stacked"):
             return pick_for(spec.x, [x[0] if isinstance(x, list | tuple) else x])
         if spec.kind in ("grouped", "heatmap"):
@@ -195,10 +236,14 @@ class CrossFilter:
         if not pick:
             return
         current = self.filters.people_filter
-        if apply_pick(current, pick) == current:
+        try:
+            narrowed = apply_pick(current, pick)
+        except QueryError:  # not a filter (e.g. a click between bars): nothing to add
+            return
+        if narrowed == current:
             return
         before = current_of(current, pick)
-        self.filters.set_filter(apply_pick(current, pick))
+        self.filters.set_filter(narrowed)
         # The pick as the filter holds it (a range reaching the data's end is open there).
         held = current_of(self.filters.people_filter, pick)
         button = pn.widgets.Button(
