@@ -544,3 +544,15 @@ def test_cross_filter_click_adds_a_chip_that_removes_it(store: DataStore) -> Non
     assert view.filters.people_filter.ranges["age"] == (30, 40)
     view.filters.age = (20, 50)  # changed by hand: the chip no longer says what is filtered
     assert not cross.chips
+
+
+def test_nested_factor_at_follows_bokeh_s_layout() -> None:
+    """Bokeh's two-level layout: one unit per bar, group_padding between groups."""
+    from explorer.crossfilter import nested_factor_at
+
+    factors = [("Black", "<=50K"), ("Black", ">50K"), ("White", "<=50K"), ("White", ">50K")]
+    # Centres: 0.5, 1.5, then 1.4 of padding: 3.4 + 0.5 = 3.9 and 4.9.
+    assert nested_factor_at(factors, 0.7, 1.4, 0.0) == ("Black", "<=50K")
+    assert nested_factor_at(factors, 1.9, 1.4, 0.0) == ("Black", ">50K")
+    assert nested_factor_at(factors, 3.6, 1.4, 0.0) == ("White", "<=50K")
+    assert nested_factor_at(factors, 5.2, 1.4, 0.0) == ("White", ">50K")
