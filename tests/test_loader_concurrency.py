@@ -15,13 +15,15 @@ from sqlalchemy import Engine, func, select, text
 
 from benchmarks.synthetic import write_synthetic
 from loaders.upload import UPLOAD_LOCK_KEY, upload
-from tests.conftest import INPUT
 from tests.test_upload import GOOD, HEADER, ROOT, _cli, _count, _write
 from warehouse.db import make_engine
 from warehouse.models import Load, Person, people
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 LARGE_ROWS = 300_000
+
+
+OVERLAP_ROWS = 400_000
 
 
 def _start(source: Path, *args: str) -> subprocess.Popen[str]:
@@ -51,16 +53,19 @@ def test_two_uploads_of_the_same_file_into_a_new_database_load_it_once(
     or one failed creating the schema (PostgreSQL: schema built before the lock)."""
     engine: Engine = request.getfixturevalue(f"{backend}_engine")
     url = engine.url.render_as_string(hide_password=False)
-    uploads = [_start(INPUT, "--url", url) for _ in range(3)]
+    # Large enough that the three certainly overlap: the loader reads 48,842 rows faster
+    # than a second process starts.
+    source = write_synthetic(OVERLAP_ROWS, request.getfixturevalue("tmp_path") / "shared.csv")
+    uploads = [_start(source, "--url", url) for _ in range(3)]
     outcomes = [(process.wait(timeout=300), *process.communicate()) for process in uploads]
     for status, _out, err in outcomes:
         assert status == 0, err
         assert "Traceback" not in err
-    assert sum("loaded 48,842" in out for _, out, _ in outcomes) == 1
+    assert sum(f"loaded {OVERLAP_ROWS:,}" in out for _, out, _ in outcomes) == 1
     assert sum("already loaded" in out for _, out, _ in outcomes) == 2
     # The others said why they waited.
     assert any("another upload into" in err and "is running; waiting" in err for _, _, err in outcomes)
-    assert _count(engine, Person.__table__) == 48_842
+    assert _count(engine, Person.__table__) == OVERLAP_ROWS
     assert _count(engine, Load.__table__) == 1
 
 
