@@ -415,11 +415,11 @@ def test_compose_and_python_m_explorer_share_one_serve_command(monkeypatch: pyte
     assert explorer["command"][:3] == ["python", "-m", "explorer"]
     assert {"EXPLORER_NUM_PROCS", "EXPLORER_NUM_THREADS"} <= set(explorer["environment"])
     monkeypatch.setenv("EXPLORER_NUM_PROCS", "3")
-    monkeypatch.delenv("EXPLORER_NUM_THREADS", raising=False)
+    monkeypatch.setenv("EXPLORER_NUM_THREADS", "4")
     command = " ".join(serve_command(5006))
-    assert "--num-threads 4" in command and "--num-procs 3" in command  # the defaults and the variable
+    assert "--num-threads 4" in command and "--num-procs 3" in command  # both variables
     assert "--plugins explorer.downloads" in command and "--unused-session-lifetime" in command
     monkeypatch.setenv("EXPLORER_NUM_PROCS", "1")
-    monkeypatch.setenv("EXPLORER_NUM_THREADS", "0")
+    monkeypatch.delenv("EXPLORER_NUM_THREADS", raising=False)  # the default: the event loop only
     command = " ".join(serve_command(5006))
     assert "--num-procs" not in command and "--num-threads" not in command

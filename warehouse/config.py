@@ -141,7 +141,7 @@ def get_settings() -> Settings:
         api_keep_alive_s=_positive("API_KEEP_ALIVE", _float("API_KEEP_ALIVE", 5.0)),
         api_max_url_bytes=int(_positive("API_MAX_URL_BYTES", _int("API_MAX_URL_BYTES", 8192))),
         api_max_head_bytes=int(_positive("API_MAX_HEAD_BYTES", _int("API_MAX_HEAD_BYTES", 16384))),
-        explorer_num_threads=max(0, _int("EXPLORER_NUM_THREADS", 4)),
+        explorer_num_threads=max(0, _int("EXPLORER_NUM_THREADS", 0)),
         explorer_num_procs=max(0, _int("EXPLORER_NUM_PROCS", 1)),
         explorer_chromium=os.environ.get("EXPLORER_CHROMIUM", "").strip() or "/usr/bin/chromium",
         explorer_chromedriver=os.environ.get("EXPLORER_CHROMEDRIVER", "").strip() or "/usr/bin/chromedriver",
