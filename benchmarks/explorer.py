@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devtools.servers import ServerProcess, free_port
+from devtools.servers import ServerProcess, child_pids, free_port
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
 
@@ -260,15 +260,8 @@ def _server_memory(pid: int) -> tuple[int, int]:
 
 
 def _children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and "chrom" not in Path(f"/proc/{stat.parent.name}/comm").read_text():
-            found.append(int(stat.parent.name))
-    return found
+    """The server's child processes, less the export browsers (measured on their own)."""
+    return [child for child in child_pids(pid) if "chrom" not in Path(f"/proc/{child}/comm").read_text()]
 
 
 def _expected_counts(url: str, lows: list[int]) -> dict[int, int]:

@@ -115,6 +115,19 @@ class ServerProcess:
         self.stop()
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct child processes of `pid`, read from /proc (a server's workers, its browser's driver)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def server_tracebacks(output: str) -> list[str]:
     """The tracebacks a `panel serve` log holds, less tornado's closed-stream ones
     (a browser closing its page mid-message); anything left is a defect of ours."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from devtools.servers import ServerProcess, free_port, server_tracebacks
+from devtools.servers import ServerProcess, child_pids, free_port, server_tracebacks
 from explorer.image_export import HEADLESS_CHROMIUM_ARGS
 from explorer.serve import serve_command, serve_environment
 
@@ -31,19 +31,6 @@ if not Path(CHROMIUM).exists() or not Path("/usr/bin/chromedriver").exists():
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
 
 
-def children(pid: int) -> list[int]:
-    """Direct child processes of `pid`, read from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.fixture(scope="module")
 def server(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
@@ -55,7 +42,7 @@ def server(sqlite_census_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         yield f"{server.base_url}/app"
     finally:
         assert server.process is not None
-        drivers = children(server.process.pid)  # the export browser's chromedriver, started once by the server
+        drivers = child_pids(server.process.pid)  # the export browser's chromedriver, started once by the server
         server.stop(timeout_s=30)
         time.sleep(1)
         assert not [pid for pid in drivers if Path(f"/proc/{pid}").exists()], "the export browser outlived the server"
