@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -126,6 +128,24 @@ def child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def python_as(user: str, probe_module: str) -> list[str] | None:
+    """A command prefix that runs a Python as `user` importing this repository, or None.
+
+    None when `user` cannot reach the checkout: a clone inside a 0700 directory (a bare
+    `mktemp -d`, pytest's tmp) is unreadable to anyone but its owner, so tests that must run
+    as another user skip there instead of failing on an import error.
+    """
+    root = Path(__file__).resolve().parent.parent
+    site = sysconfig.get_paths()["purelib"]
+    env = [f"PYTHONPATH={root}:{site}", "HOME=/tmp", "PATH=/usr/bin:/bin"]
+    for python in (sys.executable, "/usr/bin/python3"):
+        command = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "env", "-i", *env, python]
+        probe = subprocess.run([*command, "-c", f"import {probe_module}"], capture_output=True, cwd="/tmp")
+        if probe.returncode == 0:
+            return command
+    return None
 
 
 def server_tracebacks(output: str) -> list[str]:

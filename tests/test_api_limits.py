@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -30,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from api.app import create_app
 from api.services import make_api_engine
 from devtools.postgres import PostgresServer
-from devtools.servers import ServerProcess, free_port
+from devtools.servers import ServerProcess, free_port, python_as
 from loaders.upload import upload
 from tests.test_api import PEOPLE
 from warehouse.config import DEFAULT_SOURCE, get_settings, sqlite_url
@@ -132,23 +129,11 @@ def test_full_pool_is_503_with_retry_after(
     assert first[0].status_code == 503  # the lock outlived API_LOCK_TIMEOUT
 
 
-def _python_for(user: str) -> list[str] | None:
-    """A Python interpreter `user` may run that imports the project, with its sys.path."""
-    site = sysconfig.get_paths()["purelib"]
-    env = [f"PYTHONPATH={ROOT}:{site}", "HOME=/tmp", "PATH=/usr/bin:/bin"]
-    for python in (sys.executable, "/usr/bin/python3"):
-        command = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "env", "-i", *env, python]
-        probe = subprocess.run([*command, "-c", "import api.app"], capture_output=True, cwd="/tmp")
-        if probe.returncode == 0:
-            return command
-    return None
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the API as another user")
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_unprivileged_reader_of_a_read_only_file_answers(sqlite_census_url: str, journal: str) -> None:
     """A root-owned 0644 file in a root-owned 0755 directory, served by `nobody`."""
-    command = _python_for("nobody")
+    command = python_as("nobody", "api.app")
     if command is None:
         pytest.skip("no Python interpreter that the user nobody may run imports the project")
     # Not pytest's tmp_path: its parents are 0700, so nobody could not reach the file at all.
