@@ -104,16 +104,21 @@ class ExplorerApp:
 
     def __init__(self, store: DataStore, query: dict[str, list[str]] | None = None) -> None:
         from explorer.browse import BrowseView
+        from explorer.filters import FilterPanel
 
         self.store = store
         query = query or {}
+        self.query = query  # what the link said, for the tabs not built yet
         self.notice: str | None = None
         try:
             self.initial_filter = PeopleFilter.from_params(query)
         except QueryError as error:
             self.initial_filter, self.notice = PeopleFilter(), f"The link's filter was ignored: {error}"
+        # The session's one filter: each tab shows it in its own widgets, and takes
+        # it over when the analyst opens the tab (only the tab in view recomputes).
+        self.people_filter = self.initial_filter
         self.initial_query = query  # the chart and its options are read once Visualize is built
-        self.browse = BrowseView(store)
+        self.browse = BrowseView(store, self._filters(FilterPanel))
         self.browse.set_params(query)  # table, columns, sort and page
         self.browse.param.watch(self._write_url, ["url_state"])
         self.visualize: Any = None
@@ -133,26 +138,51 @@ class ExplorerApp:
         )
         self.tabs.param.watch(self._tab_changed, ["active"])
 
+    def _filters(self, panel_class: Any, **extra: Any) -> Any:
+        """A tab's filter widgets, showing the session's filter and feeding it."""
+        panel = panel_class(store=self.store, people_filter=self.people_filter, **extra)
+        panel.param.watch(self._filter_changed, ["people_filter"])
+        return panel
+
+    def _filter_changed(self, event: Any) -> None:
+        self.people_filter = event.new
+        self._write_url()
+
+    def filter_panels(self) -> dict[str, Any]:
+        views = {"browse": self.browse, "visualize": self.visualize, "export": self.export}
+        return {tab: view.filters for tab, view in views.items() if view is not None}
+
     def ensure(self, tab: str) -> None:
         """Build a tab's view if it is not built yet."""
         from explorer.filters import FilterPanel
 
         if tab == "visualize" and self.visualize is None:
+            from explorer.crossfilter import CrossFilter
             from explorer.visualize import CHART_OPTIONS, ChartSpec, VisualizeView
 
-            view = VisualizeView(self.store, FilterPanel(people_filter=self.initial_filter))
+            export_subset = pn.widgets.Button(
+                label="Export this subset",
+                color="primary",
+                sizing_mode="stretch_width",
+                css_classes=["export-subset"],
+                description="Open the Export tab with these filters",
+            )
+            export_subset.on_click(lambda _event: setattr(self.tabs, "active", TABS.index("export")))
+            view = VisualizeView(self.store, self._filters(FilterPanel, actions=[export_subset]))
             spec = ChartSpec.from_params(self.initial_query)
             if spec.kind in view.param.chart_type.objects.values() and spec.measure in MEASURES:
                 view.set_spec(spec)
             view.param.watch(self._write_url, ["chart_type", "x", "group", "measure", *CHART_OPTIONS])
-            view.filters.param.watch(self._write_url, ["people_filter"])
+            CrossFilter(view)  # clicks and box selections on the chart add to the filters
             self.visualize = view
             self._holders["visualize"][:] = [view]
         elif tab == "export" and self.export is None:
             from explorer.export_tab import ExportView
 
-            view = ExportView(self.store, FilterPanel(people_filter=self.initial_filter))
-            view.filters.param.watch(self._write_url, ["people_filter"])
+            view = ExportView(self.store, self._filters(FilterPanel))
+            view.set_params(self.query)
+            view.param.watch(self._write_url, ["fmt"])
+            view.column_picker.param.watch(self._write_url, ["value"])
             self.export = view
             self._holders["export"][:] = [view]
 
@@ -161,6 +191,9 @@ class ExplorerApp:
         if not holder.objects:
             with holder.param.update(loading=True):
                 self.ensure(self.tab)
+        panel = self.filter_panels().get(self.tab)
+        if panel is not None and panel.people_filter != self.people_filter:
+            panel.set_filter(self.people_filter)  # the filter chosen in another tab
         self._write_url()
 
     @property
@@ -168,23 +201,31 @@ class ExplorerApp:
         return TABS[self.tabs.active]
 
     def url_params(self) -> dict[str, list[str]]:
-        """What the page URL says: the tab, that tab's filters, the table or the chart."""
+        """What the page URL says: the tab, the session's filter, the chart, Browse's
+        table, columns, sort and page, and Export's format and columns (a tab not
+        built yet keeps what the link said)."""
         params: dict[str, list[str]] = {"tab": [self.tab]}
         if pn.config.theme == "dark":  # the theme switch's choice survives URL updates
             params["theme"] = ["dark"]
-        if self.tab == "browse":
-            params.update(self.browse.to_params())
-        elif self.tab == "visualize" and self.visualize is not None:
+        params.update(self.people_filter.to_params())
+        if self.visualize is not None:
             params.update(self.visualize.spec.to_params())
-            params.update(self.visualize.filters.to_params())
-        elif self.tab == "export" and self.export is not None:
-            params.update(self.export.filters.to_params())
+        else:
+            chart_keys = ("chart", "x", "group", "measure", "weighted", "order", "small", "confidence")
+            params.update({k: v for k, v in self.query.items() if k in chart_keys and v})
+        params.update(self.browse.to_params())
+        if self.export is not None:
+            params.update(self.export.to_params())
+        else:
+            params.update({k: v for k, v in self.query.items() if k in ("format", "export_columns") and v})
         return params
 
     def _write_url(self, *_events: Any) -> None:
         location = pn.state.location
         if location is not None:
-            location.search = "?" + urlencode(self.url_params(), doseq=True)
+            search = "?" + urlencode(self.url_params(), doseq=True)
+            if location.search != search:
+                location.search = search
 
     def page(self) -> list[Any]:
         items: list[Any] = []

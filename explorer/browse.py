@@ -1,5 +1,7 @@
 """Browse tab: any table or view, a column picker, and a Tabulator whose page and
-sort run in SQL (`pagination="remote"`; only the shown page is ever fetched)."""
+sort run in SQL (`pagination="remote"`; only the shown page is ever fetched).
+The `people` view shows the session's filter (the same as Visualize's and
+Export's) and only the people it selects; headers explain each column."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import panel as pn
 import param
 from sqlalchemy.exc import SQLAlchemyError
 
+from explorer.dictionary import column_tooltips, columns_help
+from explorer.filters import FilterPanel
 from explorer.store import DataStore
 from warehouse.models import DIMENSIONS
-from warehouse.query import column_title, table_columns
+from warehouse.query import PeopleFilter, column_title, table_columns
 
 PAGE_SIZE = 25
 UNKNOWN_TEXT = "Unknown"
@@ -96,9 +100,11 @@ class BrowseView(pn.viewable.Viewer):
     table = param.Selector(default="people", objects=["people"], doc="The table or view shown.")
     url_state = param.Dict(default={}, doc="Table, columns, sort and page as page-URL parameters.")
 
-    def __init__(self, store: DataStore, **params: Any) -> None:
+    def __init__(self, store: DataStore, filters: FilterPanel | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.store = store
+        self.filters = filters or FilterPanel()
+        self.filters.param.watch(self._filter_changed, ["people_filter"])
         tables = store.tables()
         self._titles = dict(tables)
         self.param.table.objects = [name for name, _ in tables]
@@ -136,6 +142,7 @@ class BrowseView(pn.viewable.Viewer):
         self.column_picker.param.watch(self._columns_changed, "value")
         self.last_query_s = 0.0
         self._resetting = False
+        self._filter_card: pn.Card | None = None
         self._reset_columns()
         self._refresh(page=1)
 
@@ -177,7 +184,7 @@ class BrowseView(pn.viewable.Viewer):
             )
         finally:
             self._resetting = False
-        pages = max(1, -(-self.store.count_table(self.table) // PAGE_SIZE))
+        pages = max(1, -(-self._count() // PAGE_SIZE))
         self._refresh(page=min(page, pages))
 
     # -- reactions --
@@ -193,6 +200,21 @@ class BrowseView(pn.viewable.Viewer):
         finally:
             self._resetting = False
         self._refresh(page=1)
+
+    def _filter_changed(self, _event: param.parameterized.Event) -> None:
+        if self.table == "people":
+            self._refresh(page=1)
+
+    @property
+    def people_filter(self) -> PeopleFilter | None:
+        """The filter applied: the session's, for the people view only."""
+        return self.filters.people_filter if self.table == "people" else None
+
+    def _count(self) -> int:
+        people_filter = self.people_filter
+        if people_filter is None or people_filter.is_empty:
+            return self.store.count_table(self.table)
+        return self.store.count(people_filter)
 
     def _reset_columns(self) -> None:
         names = table_columns(self.table)
@@ -235,15 +257,21 @@ class BrowseView(pn.viewable.Viewer):
         started = time.perf_counter()
         try:
             with self.tabulator.param.update(loading=True):
-                total = self.store.count_table(self.table)
+                total = self._count()
                 rows = self.store.browse(
-                    self.table, columns, self.sort_spec(), limit=PAGE_SIZE, offset=(max(page, 1) - 1) * PAGE_SIZE
+                    self.table,
+                    columns,
+                    self.sort_spec(),
+                    limit=PAGE_SIZE,
+                    offset=(max(page, 1) - 1) * PAGE_SIZE,
+                    people_filter=self.people_filter,
                 )
                 frame = display_frame(rows, columns)
                 numeric = [c for c in columns if rows and isinstance(rows[0].get(c), int | float)]
                 self.tabulator.param.update(
                     total_rows=total,
                     titles={c: column_heading(self.table, c) for c in columns},
+                    header_tooltips=column_tooltips(self.table, columns),
                     text_align={c: ("right" if c in numeric else "left") for c in columns},
                     value=frame,
                 )
@@ -258,12 +286,16 @@ class BrowseView(pn.viewable.Viewer):
         title = self._titles.get(self.table, self.table)
         rows_word = "row" if total == 1 else "rows"
         pages = max(1, -(-total // PAGE_SIZE))
-        self.row_count.object = f"**{title}: {total:,} {rows_word}** · page {page:,} of {pages:,}"
+        people_filter = self.people_filter
+        who = f" ({people_filter.describe()})" if people_filter is not None and not people_filter.is_empty else ""
+        self.row_count.object = f"**{title}: {total:,} {rows_word}**{who} · page {page:,} of {pages:,}"
         # An empty table is a sentence, not a blank grid.
         self.empty_message.param.update(
             object=EMPTY_MESSAGES.get(self.table, f"{title} has no rows."), visible=total == 0
         )
         self.tabulator.visible = total > 0
+        if self._filter_card is not None:
+            self._filter_card.visible = self.table == "people"
         self.url_state = self.to_params()
 
     # -- layout --
@@ -283,6 +315,25 @@ class BrowseView(pn.viewable.Viewer):
         )
         every.on_click(lambda _event: setattr(self.column_picker, "value", list(self._all_columns)))
         none.on_click(lambda _event: setattr(self.column_picker, "value", []))
+        # The session's filter, folded away: the table keeps the width and the pager its place.
+        # Its widgets are built when it is first opened: the page loads as fast as before.
+        self._filter_card = card = pn.Card(
+            title="Filter people",
+            collapsed=True,
+            visible=self.table == "people",
+            sizing_mode="stretch_width",
+            css_classes=["browse-filters"],
+        )
+
+        def opened(_event: Any = None) -> None:
+            if not card.collapsed and not card.objects:
+                self.filters.show_loading_on(self.tabulator)
+                card[:] = [self.filters]
+
+        card.param.watch(opened, "collapsed")
+        if not self.filters.people_filter.is_empty:
+            card.collapsed = False  # a link's filter shows
+        opened()
         return pn.Column(
             pn.Row(
                 table_select,
@@ -291,6 +342,8 @@ class BrowseView(pn.viewable.Viewer):
                 none,
                 sizing_mode="stretch_width",
             ),
+            self._filter_card,
+            columns_help(),
             self.row_count,
             self.empty_message,
             self.tabulator,

@@ -1,4 +1,4 @@
-"""Export tab: its own filters, a column picker, a format, the exact row count, a
+"""Export tab: the session's filters, a column picker, a format, the exact row count, a
 preview, and a download produced in batches (never one giant DataFrame).
 
 Files are written batch by batch to a temporary file through `iter_people`
@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from html import escape as html_escape
 from pathlib import Path
@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from explorer import downloads, export_jobs
 from explorer.browse import display_frame
+from explorer.dictionary import column_tooltips, columns_help
 from explorer.filters import FilterPanel
 from explorer.store import DataStore
 from warehouse.domain import NUMERIC_COLUMNS
@@ -261,6 +262,26 @@ class ExportView(pn.viewable.Viewer):
         chosen = [c for c in PEOPLE_COLUMNS if c in (self.column_picker.value or [])]
         return chosen or list(PEOPLE_COLUMNS)
 
+    # -- page-URL form (the filter is the session's, written by the app) --
+
+    def to_params(self) -> dict[str, list[str]]:
+        """format= and export_columns= when they differ from the defaults."""
+        params: dict[str, list[str]] = {}
+        if self.fmt != self.param.fmt.default:
+            params["format"] = [self.fmt]
+        if self.columns != list(PEOPLE_COLUMNS):
+            params["export_columns"] = [",".join(self.columns)]
+        return params
+
+    def set_params(self, query: Mapping[str, Sequence[str]]) -> None:
+        """Show what a page URL names; unknown formats and columns are ignored."""
+        fmt = (query.get("format") or [""])[-1]
+        if fmt in FORMATS:
+            self.fmt = fmt
+        columns = [c for c in ",".join(query.get("export_columns") or []).split(",") if c in PEOPLE_COLUMNS]
+        if columns:
+            self.column_picker.value = columns
+
     @property
     def filename(self) -> str:
         return export_filename(self.fmt, self.filters.people_filter, self.columns, self.rows)
@@ -280,6 +301,7 @@ class ExportView(pn.viewable.Viewer):
             self.preview.param.update(
                 value=display_frame(preview, self.columns),
                 titles={c: column_title(c) for c in self.columns},
+                header_tooltips=column_tooltips("people", self.columns),
                 text_align={c: "right" if c in INTEGER_COLUMNS else "left" for c in self.columns},
             )
         self.count_text.object = (
@@ -427,6 +449,7 @@ class ExportView(pn.viewable.Viewer):
         self.column_picker.jslink(self.preview, value="loading")
         main = pn.Column(
             self.column_picker,
+            columns_help(),
             controls,
             self.progress,
             self.job_status,
@@ -435,8 +458,13 @@ class ExportView(pn.viewable.Viewer):
             self.preview,
             sizing_mode="stretch_width",
         )
-        return pn.Row(
-            pn.Column(self.filters, width=300, css_classes=["export-filters"]), main, sizing_mode="stretch_width"
+        main.styles = {"flex": "1 1 330px", "min-width": "0"}
+        # Side by side on a wide screen; on a phone the filters come first.
+        return pn.FlexBox(
+            pn.Column(self.filters, width=300, css_classes=["export-filters"], styles={"flex": "0 1 300px"}),
+            main,
+            flex_wrap="wrap",
+            sizing_mode="stretch_width",
         )
 
     def __del__(self) -> None:  # pragma: no cover - best effort

@@ -11,15 +11,25 @@ A range left at its full extent and an empty multi-select do not filter.
 The widgets come from the census contract (`warehouse.contract`): one range
 slider per range attribute, one multi-select per categorical attribute, in the
 contract's order, so a new attribute appears here without an edit.
+
+Given a `DataStore`, the panel also:
+- spans each slider over the data's smallest and largest value (not the domain's
+  CHECK range), with number boxes beside it for exact bounds (two-way: typing
+  moves the slider, sliding changes the boxes);
+- shows facet counts: beside each value of a category, how many people it has
+  under the OTHER filters (Datasette's facets), brought up to date after each
+  change (after the views that watch the filter, so the chart is drawn first).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import panel as pn
 import param
+from sqlalchemy.exc import SQLAlchemyError
 
 from warehouse.contract import (
     ATTRIBUTES,
@@ -33,7 +43,7 @@ from warehouse.contract import (
 from warehouse.domain import CATEGORIES, NULLABLE_COLUMNS, RANGES
 from warehouse.filters import PeopleFilter
 
-__all__ = ["CATEGORY_FILTERS", "RANGE_FILTERS", "UNKNOWN_LABEL", "FilterPanel", "category_options"]
+__all__ = ["CATEGORY_FILTERS", "RANGE_FILTERS", "UNKNOWN_LABEL", "FacetChoice", "FilterPanel", "category_options"]
 
 # The attributes the panel offers, in the order shown: every one the contract declares.
 RANGE_FILTERS: Final = in_filter_order(RANGE_COLUMNS)
@@ -47,6 +57,27 @@ def category_options(column: str) -> list[str]:
     if column in NULLABLE_COLUMNS:
         options.append(UNKNOWN_LABEL)
     return options
+
+
+def facet_label(value: str, people: int | None) -> str:
+    """'Female (10,771)': a value and its people under the other filters."""
+    return value if people is None else f"{value} ({people:,})"
+
+
+class FacetChoice(pn.widgets.MultiChoice):
+    """A MultiChoice whose options read 'value (people)': the browser gets (value,
+    label) pairs, so the value sent back and kept in the URL stays the plain value."""
+
+    counts = param.Dict(default={}, doc="value -> people under the other filters (facet counts).")
+
+    _rename = {**pn.widgets.MultiChoice._rename, "counts": None}
+
+    def _process_param_change(self, params: dict[str, Any]) -> dict[str, Any]:
+        counts_changed = "counts" in params
+        props = super()._process_param_change(params)
+        if "options" in props or counts_changed:
+            props["options"] = [(label, facet_label(label, self.counts.get(label))) for label in self.labels]
+        return props
 
 
 def _range_param(column: str) -> param.Range:
@@ -69,14 +100,44 @@ class FilterPanel(pn.viewable.Viewer):
         class_=PeopleFilter, constant=True, doc="The warehouse filter these widgets describe (read-only)."
     )
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, store: Any = None, actions: Sequence[pn.viewable.Viewable] = (), **params: Any) -> None:
+        """`store` (an explorer.store.DataStore) gives data bounds and facet counts;
+        `actions` are shown under Reset (e.g. Visualize's "Export this subset")."""
         initial = params.pop("people_filter", None)
         super().__init__(**params)
+        self.store = store
+        self.actions = list(actions)
+        # Above the widgets: what another component adds to the filter (cross-filter chips).
+        self.chips = pn.FlexBox(sizing_mode="stretch_width", css_classes=["filter-chips"], visible=False)
         self._widgets: pn.Column | None = None
         self.widgets: list[pn.widgets.Widget] = []
+        self.choices: dict[str, FacetChoice] = {}
+        self.number_boxes: dict[str, tuple[pn.widgets.IntInput, pn.widgets.IntInput]] = {}
+        self._boxing = False
+        self._facets_pending = False
+        self.facet_seconds = 0.0
+        if store is not None:
+            self._use_data_bounds(store.range_bounds())
         if initial is not None:
             self.set_filter(initial)
         self._sync()
+        # After the views' own watchers (precedence orders watchers): the chart first.
+        self.param.watch(self._facets_changed, ["people_filter"], precedence=10)
+
+    def bounds_of(self, column: str) -> tuple[int, int]:
+        """The slider's extent: the data's bounds (or the domain's without a store)."""
+        low, high = self.param[column].bounds
+        return int(low), int(high)
+
+    def _use_data_bounds(self, bounds: Mapping[str, tuple[int, int] | None]) -> None:
+        values: dict[str, Any] = {}
+        for column in RANGE_FILTERS:
+            found = bounds.get(column)
+            if found is None or found[0] >= found[1]:
+                continue  # no values, or one: the domain's range keeps a slider usable
+            self.param[column].bounds = found
+            values[column] = found
+        self.param.update(**values)
 
     # -- the filter --
 
@@ -91,7 +152,7 @@ class FilterPanel(pn.viewable.Viewer):
         ranges: dict[str, tuple[int | None, int | None]] = {}
         for column in RANGE_FILTERS:
             low, high = (int(v) for v in getattr(self, column))
-            full_low, full_high = RANGES[column]
+            full_low, full_high = self.bounds_of(column)
             if low > full_low or high < full_high:
                 ranges[column] = (low if low > full_low else None, high if high < full_high else None)
         categories: dict[str, tuple[str | None, ...]] = {}
@@ -105,8 +166,9 @@ class FilterPanel(pn.viewable.Viewer):
         """Show a given filter in the widgets (columns it does not name are reset)."""
         values: dict[str, Any] = {}
         for column in RANGE_FILTERS:
-            full_low, full_high = RANGES[column]
             low, high = people_filter.ranges.get(column, (None, None))
+            self._widen_to(column, low, high)  # a link's bound outside the data keeps its meaning
+            full_low, full_high = self.bounds_of(column)
             low = full_low if low is None else min(max(int(low), full_low), full_high)
             high = full_high if high is None else max(min(int(high), full_high), low)
             values[column] = (low, high)
@@ -114,6 +176,21 @@ class FilterPanel(pn.viewable.Viewer):
             chosen = people_filter.categories.get(column) or ()
             values[column] = [UNKNOWN_LABEL if v is UNKNOWN else v for v in chosen]
         self.param.update(**values)
+
+    def _widen_to(self, column: str, *ends: int | None) -> None:
+        """Let the slider reach a bound the data does not (within the domain's range)."""
+        low, high = self.bounds_of(column)
+        domain_low, domain_high = RANGES[column]
+        for end in ends:
+            if end is not None:
+                low, high = min(low, max(int(end), domain_low)), max(high, min(int(end), domain_high))
+        if (low, high) != self.bounds_of(column):
+            self.param[column].bounds = (low, high)
+            for widget in self.widgets:
+                if isinstance(widget, pn.widgets.IntRangeSlider) and widget.label == column_title(column):
+                    widget.param.update(start=low, end=high)
+            for box in self.number_boxes.get(column, ()):
+                box.param.update(start=low, end=high)
 
     def reset(self, _event: Any = None) -> None:
         self.set_filter(PeopleFilter())
@@ -131,37 +208,138 @@ class FilterPanel(pn.viewable.Viewer):
 
     # -- layout --
 
+    def _range_widgets(self, column: str) -> list[Any]:
+        """A slider, and number boxes beside it for exact bounds (kept in step both ways)."""
+        title = column_title(column)
+        low, high = self.bounds_of(column)
+        slider = pn.widgets.IntRangeSlider.from_param(
+            getattr(self.param, column),
+            label=title,
+            step=RANGE_STEPS[column],
+            format="0,0",
+            sizing_mode="stretch_width",
+        )
+        boxes = tuple(
+            pn.widgets.IntInput(
+                label=f"{title}: {end}",
+                value=getattr(self, column)[index],
+                start=low,
+                end=high,
+                step=RANGE_STEPS[column],
+                width=125,
+                margin=(0, 10, 8, 10),
+                css_classes=["range-box", f"range-{column}-{'min' if index == 0 else 'max'}"],
+                stylesheets=[":host .bk-input-group label { font-size: 0.8em; }"],
+            )
+            for index, end in enumerate(("from", "to"))
+        )
+        self.number_boxes[column] = boxes  # type: ignore[assignment]
+
+        def typed(_event: Any, column: str = column) -> None:
+            if self._boxing:
+                return
+            low_box, high_box = self.number_boxes[column]
+            full_low, full_high = self.bounds_of(column)
+            low = full_low if low_box.value is None else min(max(int(low_box.value), full_low), full_high)
+            high = full_high if high_box.value is None else min(max(int(high_box.value), full_low), full_high)
+            if low > high:  # the end just typed wins
+                low, high = (high, high) if _event.obj is high_box else (low, low)
+            setattr(self, column, (low, high))
+            self._show_in_boxes(column)  # a clamped or emptied box shows the bound kept
+
+        for box in boxes:
+            box.param.watch(typed, "value")
+        self.param.watch(lambda _event, column=column: self._show_in_boxes(column), [column])
+        return [slider, pn.Row(*boxes, sizing_mode="stretch_width", margin=0)]
+
+    def _show_in_boxes(self, column: str) -> None:
+        boxes = self.number_boxes.get(column)
+        if not boxes:
+            return
+        low, high = (int(v) for v in getattr(self, column))
+        self._boxing = True
+        try:
+            boxes[0].value, boxes[1].value = low, high
+        finally:
+            self._boxing = False
+
     def _build(self) -> pn.Column:
         widgets: list[Any] = []
+        rows: list[Any] = []
         for column in RANGE_FILTERS:
-            widgets.append(
-                pn.widgets.IntRangeSlider.from_param(
-                    getattr(self.param, column),
-                    label=column_title(column),
-                    step=RANGE_STEPS[column],
-                    format="0,0",
-                    sizing_mode="stretch_width",
-                )
-            )
+            slider, boxes = self._range_widgets(column)
+            widgets.append(slider)
+            widgets.extend(boxes.objects)
+            rows.extend([slider, boxes])
         for column in CATEGORY_FILTERS:
-            widgets.append(
-                pn.widgets.MultiChoice.from_param(
-                    getattr(self.param, column),
-                    label=column_title(column),
-                    placeholder="Everyone",
-                    sizing_mode="stretch_width",
-                    solid=False,
-                )
+            choice = FacetChoice.from_param(
+                getattr(self.param, column),
+                label=column_title(column),
+                placeholder="Everyone",
+                sizing_mode="stretch_width",
+                solid=False,
             )
+            self.choices[column] = choice
+            widgets.append(choice)
+            rows.append(choice)
         reset = pn.widgets.Button(label="Reset filters", color="light", sizing_mode="stretch_width")
         reset.on_click(self.reset)
         summary = pn.pane.Markdown(
             self.param.people_filter.rx().describe().rx.pipe(lambda text: f"**Filter:** {text}"),
             sizing_mode="stretch_width",
             margin=(0, 10),
+            css_classes=["filter-summary"],
         )
         self.widgets = widgets
-        return pn.Column(summary, *widgets, reset, sizing_mode="stretch_width", css_classes=["filter-panel"])
+        self.update_facets()
+        return pn.Column(
+            summary,
+            self.chips,
+            *rows,
+            reset,
+            *self.actions,
+            sizing_mode="stretch_width",
+            css_classes=["filter-panel"],
+        )
+
+    # -- facet counts --
+
+    def _facets_changed(self, _event: Any) -> None:
+        """Facets after the chart: in a served page on the event loop's next turn, so
+        the chart's update reaches the browser before the counts are computed (with
+        worker threads, in this callback: the thread is already off the loop)."""
+        if not self.choices or self._facets_pending:
+            return
+        document = pn.state.curdoc
+        threaded = getattr(pn.state, "_thread_pool", None) is not None
+        if document is None or document.session_context is None or threaded:
+            self.update_facets()
+            return
+        self._facets_pending = True
+
+        def later() -> None:
+            self._facets_pending = False
+            self.update_facets()
+
+        document.add_next_tick_callback(later)
+
+    def update_facets(self) -> None:
+        """Each category's values with their people under the other filters."""
+        if self.store is None or not self.choices:
+            return
+        started = time.perf_counter()
+        try:
+            facets = self.store.facets(self.people_filter, list(self.choices))
+        except SQLAlchemyError:
+            return  # the counts stay as they were; the views say the database failed
+        for column, rows in facets.items():
+            counts = {UNKNOWN_LABEL if row["value"] is UNKNOWN else row["value"]: int(row["people"]) for row in rows}
+            for label in category_options(column):
+                counts.setdefault(label, 0)
+            choice = self.choices[column]
+            if choice.counts != counts:
+                choice.counts = counts
+        self.facet_seconds = time.perf_counter() - started
 
     def show_loading_on(self, *targets: pn.viewable.Viewable) -> None:
         """Grey out `targets` in the browser the moment a filter widget changes (the

@@ -122,6 +122,12 @@
       const paginator = footer && footer.querySelector(".tabulator-paginator");
       if (paginator && paginator.getAttribute("role") !== "gridcell") paginator.setAttribute("role", "gridcell");
     }
+    // Number boxes' spin buttons have no text: name them (the arrow keys in the box
+    // do the same, so they stay out of the tab order).
+    for (const button of root.querySelectorAll(".bk-spin-btn:not([aria-label])")) {
+      button.setAttribute("aria-label", button.classList.contains("bk-spin-btn-up") ? "Increase" : "Decrease");
+      button.setAttribute("tabindex", "-1");
+    }
     const title = root.querySelector(".bk-slider-title");
     if (title) {
       const name = (title.textContent || "").split(":")[0].trim();

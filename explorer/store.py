@@ -62,6 +62,8 @@ def _answer(url: str, kind: str, key: Any) -> Any:
             return query.list_tables(connection)
         if kind == "count_table":
             return query.count_table(connection, key)
+        if kind == "range_bounds":
+            return query.range_bounds(connection)
         filter_params, *rest = key
         people_filter = PeopleFilter.from_params(dict(filter_params))
         if kind == "count":
@@ -77,6 +79,9 @@ def _answer(url: str, kind: str, key: Any) -> Any:
         if kind == "value_counts":
             column, by = rest
             return query.value_counts(connection, people_filter, column, by)
+        if kind == "facets":
+            (columns,) = rest
+            return query.facet_counts(connection, people_filter, list(columns))
     raise ValueError(f"unknown question {kind!r}")
 
 
@@ -130,13 +135,20 @@ class DataStore(param.Parameterized):
         return _answer(self.url, "count_table", name)  # type: ignore[no-any-return]
 
     def browse(
-        self, name: str, columns: Sequence[str] | None, sort: str | None, limit: int, offset: int
+        self,
+        name: str,
+        columns: Sequence[str] | None,
+        sort: str | None,
+        limit: int,
+        offset: int,
+        people_filter: PeopleFilter | None = None,
     ) -> list[dict[str, Any]]:
+        """A page of a table; the `people` view's rows are those `people_filter` selects."""
         with self.engine.connect() as connection:
             if name == "people":
                 # fetch_people finds the page as person ids first and joins only those rows
                 # to their labels: the same rows as browse_table, 10-30x faster on 1M rows.
-                return query.fetch_people(connection, PeopleFilter(), columns, sort, limit, offset)
+                return query.fetch_people(connection, people_filter or PeopleFilter(), columns, sort, limit, offset)
             return query.browse_table(connection, name, columns, sort, limit, offset)
 
     def count(self, people_filter: PeopleFilter) -> int:
@@ -165,6 +177,14 @@ class DataStore(param.Parameterized):
 
     def value_counts(self, people_filter: PeopleFilter, column: str, by: str | None = None) -> list[dict[str, Any]]:
         return _answer(self.url, "value_counts", (filter_key(people_filter), column, by))  # type: ignore[no-any-return]
+
+    def facets(self, people_filter: PeopleFilter, columns: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Per categorical attribute, each value's people under the other filters."""
+        return _answer(self.url, "facets", (filter_key(people_filter), tuple(columns)))  # type: ignore[no-any-return]
+
+    def range_bounds(self) -> dict[str, tuple[int, int] | None]:
+        """The data's smallest and largest value of each range attribute."""
+        return _answer(self.url, "range_bounds", None)  # type: ignore[no-any-return]
 
     def fetch(
         self, people_filter: PeopleFilter, columns: Sequence[str] | None, limit: int = 10

@@ -938,6 +938,8 @@ class VisualizeView(pn.viewable.Viewer):
         super().__init__(**params)
         self.store = store
         self.filters = filters or FilterPanel()
+        # Each shown chart passes through these (explorer.crossfilter adds its streams).
+        self.chart_hooks: list[Callable[[Any, ChartResult], Any]] = []
         self._set_choices()
         self.filters.param.watch(lambda _event: self._update(), "people_filter")
         self._update()
@@ -1007,12 +1009,15 @@ class VisualizeView(pn.viewable.Viewer):
                 sizing_mode="stretch_width",
                 css_classes=["chart-message"],
             )
+        chart = size_for_screen(result.chart)
+        for hook in self.chart_hooks:
+            chart = hook(chart, result)
         # The title is page text above the chart (it wraps; a canvas title is cut off),
         # and the chart's numbers follow as a table: the chart's text alternative.
         return pn.Column(
             pn.pane.HTML(chart_heading(result), sizing_mode="stretch_width", css_classes=["chart-heading"]),
             pn.pane.HoloViews(
-                size_for_screen(result.chart),
+                chart,
                 sizing_mode="stretch_width",
                 height=SCREEN_HEIGHT + 20,
                 css_classes=["chart"],

@@ -56,7 +56,9 @@ def test_filter_panel_defaults_and_options() -> None:
         options = category_options(column)
         assert (UNKNOWN_LABEL in options) == (column in NULLABLE_COLUMNS)
     layout = panel.__panel__()
-    assert isinstance(layout, pn.Column) and len(layout) == 1 + len(RANGE_FILTERS) + len(CATEGORY_FILTERS) + 1
+    # The summary, the chips' row, a slider and a row of number boxes per range, the
+    # categories, Reset.
+    assert isinstance(layout, pn.Column) and len(layout) == 2 + 2 * len(RANGE_FILTERS) + len(CATEGORY_FILTERS) + 1
     assert {"capital_loss", "fnlwgt"} <= set(RANGE_FILTERS)  # every range attribute of the contract
 
 
@@ -681,3 +683,91 @@ def test_chart_options_in_the_url(store: DataStore) -> None:
     assert app.visualize.spec == spec
     app.visualize.param.update(hide_small=False, confidence=0.95)
     assert "small" not in app.url_params() and app.url_params()["weighted"] == ["true"]
+
+
+def test_the_session_has_one_filter_and_the_url_holds_every_tab(store: DataStore, input_frame: pd.DataFrame) -> None:
+    """A filter set in Visualize is Export's and Browse's when they are opened; the URL
+    keeps the chart, Browse's table state and Export's format and columns together."""
+    from explorer.app import ExplorerApp
+
+    app = ExplorerApp(store, {"tab": ["visualize"], "format": ["Parquet"], "sort": ["age"]})
+    app.visualize.filters.gender = ["Female"]
+    app.tabs.active = 2  # Export
+    assert app.export.filters.people_filter == PeopleFilter(categories={"gender": ("Female",)})
+    assert app.export.rows == int((input_frame["gender"] == "Female").sum())
+    assert app.export.fmt == "Parquet"
+    app.export.filters.race = ["Black"]
+    app.tabs.active = 0  # Browse: the people view shows only the filtered people
+    expected = input_frame[(input_frame["gender"] == "Female") & (input_frame["race"] == "Black")]
+    assert app.browse.tabulator.total_rows == len(expected)
+    assert app.browse.tabulator.value["age"].iloc[0] == f"{expected['age'].min():,}"  # sorted by age
+    params = app.url_params()
+    assert params["gender"] == ["Female"] and params["race"] == ["Black"] and params["format"] == ["Parquet"]
+    assert params["chart"] == ["bar"] and params["sort"] == ["age"] and params["tab"] == ["browse"]
+
+
+def test_filter_panel_data_bounds_facets_and_number_boxes(store: DataStore, input_frame: pd.DataFrame) -> None:
+    panel = FilterPanel(store=store)
+    assert panel.bounds_of("age") == (input_frame["age"].min(), input_frame["age"].max())
+    assert panel.people_filter == PeopleFilter()  # the data's full extent does not filter
+    panel.__panel__()
+    low_box, high_box = panel.number_boxes["hours_per_week"]
+    low_box.value = 20
+    assert panel.hours_per_week[0] == 20 and panel.people_filter.ranges["hours_per_week"] == (20, None)
+    panel.hours_per_week = (30, 50)
+    assert (low_box.value, high_box.value) == (30, 50)
+    panel.gender = ["Female"]
+    hours = input_frame["hours_per_week"].between(30, 50)
+    assert panel.choices["gender"].counts["Male"] == int((hours & (input_frame["gender"] == "Male")).sum())
+    assert panel.choices["race"].counts["White"] == int(
+        (hours & (input_frame["gender"] == "Female") & (input_frame["race"] == "White")).sum()
+    )
+    # A link's bound outside the data (within the domain) keeps its meaning.
+    panel.set_filter(PeopleFilter(ranges={"age": (None, 16)}))
+    assert panel.people_filter.ranges["age"] == (None, 16)
+
+
+def test_cross_filter_picks() -> None:
+    from explorer.crossfilter import apply_pick, describe_pick, pick_for, range_pick
+
+    assert pick_for("race", ["White", "Unknown", "White"]) == {"race": ["White", None]}
+    assert pick_for("age_band", ["25-34", "35-44"]) == {"age": (25, 44)}
+    assert pick_for("age_band", ["65+"]) == {"age": (65, 100)}  # the domain's top: no upper bound
+    assert pick_for("education_num", ["13"]) == {"education_num": (13, 13)}
+    assert range_pick("age", 29.5, 30.5) == {"age": (30, 30)}
+    assert range_pick("fnlwgt", 10_000.4, 10_000.6) == {"fnlwgt": (10_000, 10_000)}
+    narrowed = apply_pick(PeopleFilter(categories={"gender": ("Female",)}), {"race": ["Black"], "age": (30, 40)})
+    assert narrowed == PeopleFilter(ranges={"age": (30, 40)}, categories={"gender": ("Female",), "race": ("Black",)})
+    assert describe_pick({"race": ["Black", None], "age": (30, 30)}) == "Race: Black, Unknown · Age 30"
+
+
+def test_cross_filter_click_adds_a_chip_that_removes_it(store: DataStore) -> None:
+    from explorer.crossfilter import CrossFilter
+
+    view = _visualize(store, gender=["Female"])
+    cross = CrossFilter(view)
+    spec = view.spec  # bars of education
+    cross.picked(cross.tapped(spec, view.result.data, "Bachelors", 10.0))
+    assert view.filters.people_filter.categories["education"] == ("Bachelors",)
+    assert view.filters.chips.visible and len(cross.chips) == 1
+    cross.remove(cross.chips[0])
+    assert "education" not in view.filters.people_filter.categories and not cross.chips
+    assert view.filters.people_filter.categories["gender"] == ("Female",)
+    histogram = ChartSpec("histogram", "age", None, "people")
+    view.set_spec(histogram)
+    cross.picked(cross.boxed(histogram, view.result.data, {"x_selection": (29.6, 40.2)}))
+    assert view.filters.people_filter.ranges["age"] == (30, 40)
+    view.filters.age = (20, 50)  # changed by hand: the chip no longer says what is filtered
+    assert not cross.chips
+
+
+def test_nested_factor_at_follows_bokeh_s_layout() -> None:
+    """Bokeh's two-level layout: one unit per bar, group_padding between groups."""
+    from explorer.crossfilter import nested_factor_at
+
+    factors = [("Black", "<=50K"), ("Black", ">50K"), ("White", "<=50K"), ("White", ">50K")]
+    # Centres: 0.5, 1.5, then 1.4 of padding: 3.4 + 0.5 = 3.9 and 4.9.
+    assert nested_factor_at(factors, 0.7, 1.4, 0.0) == ("Black", "<=50K")
+    assert nested_factor_at(factors, 1.9, 1.4, 0.0) == ("Black", ">50K")
+    assert nested_factor_at(factors, 3.6, 1.4, 0.0) == ("White", "<=50K")
+    assert nested_factor_at(factors, 5.2, 1.4, 0.0) == ("White", ">50K")

@@ -73,7 +73,8 @@ def page(browser):  # type: ignore[no-untyped-def]
 def control(page, label: str, kind: str = "select"):  # type: ignore[no-untyped-def]
     """The input of the widget whose label is exactly `label`."""
     exact = page.locator("label", has_text=re.compile(f"^{re.escape(label)}$"))
-    return page.locator(".bk-input-group").filter(has=exact).locator(kind).first
+    # The visible one: Browse's filter panel has the same labels in its (hidden) tab.
+    return page.locator(".bk-input-group").filter(has=exact).locator(f"{kind}:visible").first
 
 
 def choose(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
@@ -81,10 +82,12 @@ def choose(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def
     box = control(page, label, "input[type=search]")
     box.click()
     box.fill(value)
-    group = page.locator(".bk-input-group").filter(
+    group = page.locator(".bk-input-group:visible").filter(
         has=page.locator("label", has_text=re.compile(f"^{re.escape(label)}$"))
     )
-    group.locator(".choices__item--choice", has_text=re.compile(f"^{re.escape(value)}$")).first.click()
+    # A category's option reads "Female (16,192)": the value and its facet count.
+    option = re.compile(rf"^{re.escape(value)}( \([\d,]+\))?$")
+    group.locator(".choices__item--choice", has_text=option).first.click()
     page.keyboard.press("Escape")
 
 

@@ -11,19 +11,21 @@ import json
 import re
 from datetime import date
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from devtools.reference import people_mask
 from devtools.servers import ServerProcess, free_port
 from explorer.readonly import missing_file_message
 from explorer.serve import serve_command, serve_environment
 from explorer.store import DataStore
 from explorer.visualize import TITLE_SEPARATOR, ChartSpec, title_lines
 from tests import test_explorer_browser as first_suite
-from tests.test_explorer_browser import ROOT, choose, control, eventually, headers
+from tests.test_explorer_browser import ROOT, choose, control, eventually, headers, shown_number
 
 pytestmark = pytest.mark.browser
 
@@ -629,3 +631,253 @@ def test_sort_by_value_and_line_bands(server: str, page) -> None:  # type: ignor
     expect(page.locator(".chart-title").first).to_have_text("Share earning >50K (%) over age (sample)")
     expect(control(page, "Sort bars")).to_be_disabled()
     expect(page.locator(".chart-caption")).to_contain_text("Bands show 99% intervals")
+
+
+# --------------------------------------------------------------------------- the analyst's workflow
+
+
+def people_matching(frame: pd.DataFrame, ranges=None, categories=None) -> int:  # type: ignore[no-untyped-def]
+    return int(people_mask(frame, ranges, categories).sum())
+
+
+def shown_count(page, selector: str) -> int:  # type: ignore[no-untyped-def]
+    return shown_number(page.locator(selector).first.inner_text())
+
+
+def test_one_filter_across_the_tabs_and_export_this_subset(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """A filter chosen in Visualize is Export's and Browse's; "Export this subset"
+    opens Export with it; every tab's counts equal pandas; Back returns to the tab."""
+    from playwright.sync_api import expect
+
+    women = people_matching(input_frame, {"age": (30, None)}, {"gender": ["Female"]})
+    page.goto(f"{server}?tab=visualize&age_min=30")
+    wait_for_chart(page)
+    choose(page, "Gender", "Female")
+    expect(page.locator(".chart-note").first).to_contain_text(f"{women:,} people match")
+    page.get_by_role("button", name="Export this subset").click()
+    expect(page.get_by_role("tab", name="Export")).to_have_attribute("aria-selected", "true")
+    expect(page.locator(".export-count")).to_contain_text(f"{women:,} rows")
+    expect(page.locator(".export-count")).to_contain_text("Gender: Female · Age ≥ 30")
+    expect(page).to_have_url(re.compile(r"tab=export.*age_min=30.*gender=Female"))
+
+    page.get_by_role("tab", name="Browse").click()
+    expect(page.locator(".row-count")).to_contain_text(f"People (readable view): {women:,} rows (Gender: Female")
+    expect(page).to_have_url(re.compile(r"tab=browse.*gender=Female"))
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"tab=export"))
+    expect(page.locator(".export-count")).to_contain_text(f"{women:,} rows")
+
+
+def test_every_tab_s_state_round_trips_through_the_url(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(
+        f"{server}?tab=export&format=JSON&export_columns=age,income&race=Black&chart=heatmap&x=education&group=gender"
+        "&table=people&sort=-age&page=2"
+    )
+    black = people_matching(input_frame, categories={"race": ["Black"]})
+    expect(page.locator(".export-count")).to_contain_text(f"{black:,} rows will be exported (2 columns, JSON)")
+    page.get_by_role("tab", name="Visualize").click()
+    wait_for_chart(page)
+    expect(page.locator(".chart-title").first).to_have_text("Number of people by education and gender")
+    expect(page.locator(".chart-subtitle").first).to_contain_text(f"Race: Black ({black:,} people)")
+    page.get_by_role("tab", name="Browse").click()
+    expect(page.locator(".row-count")).to_contain_text(f"{black:,} rows (Race: Black) · page 2 of")
+    url = page.url
+    for part in ("format=JSON", "export_columns=age%2Cincome", "chart=heatmap", "sort=-age", "page=2", "race=Black"):
+        assert part in url, (part, url)
+    oldest = page.locator(".tabulator-row").first.locator(".tabulator-cell[tabulator-field=age]").inner_text()
+    assert int(oldest) == int(input_frame[input_frame["race"] == "Black"]["age"].sort_values(ascending=False).iloc[25])
+    page.go_back()
+    expect(page.get_by_role("tab", name="Visualize")).to_have_attribute("aria-selected", "true")
+    wait_for_chart(page)
+
+
+def facet_counts_shown(page, label: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The 'value (people)' options of a category filter, opened as a person would."""
+    group = page.locator(".bk-input-group:visible").filter(
+        has=page.locator("label", has_text=re.compile(f"^{re.escape(label)}$"))
+    )
+    group.locator("input[type=search]").click()
+    # (Not Choices.js's "No results found" / "No choices to choose from" line.)
+    texts = group.locator(".choices__item--choice:not(.has-no-results):not(.has-no-choices)").all_inner_texts()
+    page.keyboard.press("Escape")
+    found = {}
+    for option in texts:
+        match = re.fullmatch(r"(.+) \(([\d,]+)\)", option.strip())
+        assert match, (label, option, texts)
+        found[match.group(1)] = int(match.group(2).replace(",", ""))
+    return found
+
+
+def test_facet_counts_equal_pandas(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """Each category's values show their people under the OTHER filters, and follow changes."""
+    page.goto(f"{server}?tab=visualize&age_min=30&gender=Female")
+    wait_for_chart(page)
+
+    def expected(column: str, ranges, categories) -> dict[str, int]:  # type: ignore[no-untyped-def]
+        chosen = input_frame[people_mask(input_frame, ranges, categories)]
+        counts = chosen[column].value_counts().to_dict()
+        if chosen[column].isna().any():
+            counts["Unknown"] = int(chosen[column].isna().sum())
+        return counts
+
+    def non_zero(found: dict[str, int]) -> dict[str, int]:
+        return {k: v for k, v in found.items() if v}
+
+    age = {"age": (30, None)}
+    eventually(
+        lambda: non_zero(facet_counts_shown(page, "Race")) == expected("race", age, {"gender": ["Female"]}),
+        lambda: facet_counts_shown(page, "Race"),
+    )
+    # Its own choice left out: Male's count is under the age filter only; the chosen
+    # Female (not in the list any more) shows its count on its chip.
+    genders = expected("gender", age, {})
+    assert facet_counts_shown(page, "Gender") == {"Male": genders["Male"]}
+    chip = page.locator(".bk-input-group:visible", has_text="Gender").locator(".choices__list--multiple .choices__item")
+    assert chip.first.inner_text().startswith(f"Female ({genders['Female']:,})")
+    choose(page, "Race", "Black")
+    black_genders = expected("gender", age, {"race": ["Black"]})
+    eventually(
+        lambda: facet_counts_shown(page, "Gender") == {"Male": black_genders["Male"]},
+        lambda: facet_counts_shown(page, "Gender"),
+    )
+    found = facet_counts_shown(page, "Work class")
+    assert non_zero(found) == expected("workclass", age, {"gender": ["Female"], "race": ["Black"]})
+    assert found["Never-worked"] == 0 or "Never-worked" in expected("workclass", age, {})
+
+
+def test_number_boxes_follow_the_slider_and_the_data_s_bounds(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize")
+    wait_for_chart(page)
+    low_box = page.locator(".range-age-min input:visible").first
+    high_box = page.locator(".range-age-max input:visible").first
+    assert int(low_box.input_value()) == int(input_frame["age"].min())  # 17, not the domain's 16
+    assert int(high_box.input_value()) == int(input_frame["age"].max())
+    handle = page.get_by_role("slider", name="Age minimum")
+    assert float(handle.get_attribute("aria-valuemin") or 0) == input_frame["age"].min()
+    low_box.fill("45")
+    low_box.press("Enter")
+    expect(page).to_have_url(re.compile(r"age_min=45(&|$)"))
+    expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^45(\.0+)?$"))
+    people = people_matching(input_frame, {"age": (45, None)})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")
+    handle.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    expect(page).to_have_url(re.compile(r"age_min=48(&|$)"))
+    expect(low_box).to_have_value("48")
+
+
+def test_columns_have_their_meaning(server: str, page) -> None:  # type: ignore[no-untyped-def]
+    """Header tooltips in Browse and Export, and a Columns help panel; education_num is an ordinal code."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.locator(".tabulator-row").first.wait_for()
+    page.locator(".columns-help summary").first.click()
+    help_text = page.locator(".columns-help").first.inner_text()
+    assert "Ordinal code of `education`" in help_text and "16 = Doctorate" in help_text
+    page.locator(".tabulator-col", has_text="Education years").first.hover()
+    expect(page.locator(".tabulator-tooltip")).to_contain_text("Ordinal code")
+    page.get_by_role("tab", name="Export").click()
+    page.locator(".export-preview .tabulator-col", has_text="Hours per week").first.hover()
+    expect(page.locator(".tabulator-tooltip")).to_contain_text("Usual hours worked per week")
+
+
+def test_cross_filter_click_narrows_the_filter(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """A click on the White bar adds Race: White (count equal to pandas); its chip removes it."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&x=race&gender=Female")
+    wait_for_chart(page)
+    canvas = page.locator(".chart canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    # Five bars in label order: White is the last band (right fifth of the plot frame).
+    page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.6)
+    white = people_matching(input_frame, categories={"gender": ["Female"], "race": ["White"]})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{white:,} people match")
+    expect(page.locator(".filter-summary:visible").first).to_contain_text("Race: White")
+    expect(page).to_have_url(re.compile(r"race=White"))
+    chip = page.get_by_role("button", name=re.compile("Chart selection: Race: White"))
+    expect(chip).to_be_visible()
+    chip.click()
+    everyone = people_matching(input_frame, categories={"gender": ["Female"]})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{everyone:,} people match")
+    expect(chip).to_have_count(0)
+
+
+def test_phone_width_export_and_browse_have_no_horizontal_scroll(server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    try:
+        page.goto(f"{server}?tab=export")
+        page.get_by_text("will be exported").wait_for()
+        page.wait_for_timeout(800)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        box = page.locator(".export-filters").first.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 391, box
+    finally:
+        context.close()
+
+
+def test_cross_filter_box_selection_on_a_histogram(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """Dragging across a histogram of age selects an age range; the count equals pandas."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=histogram&x=age")
+    wait_for_chart(page)
+    canvas = page.locator(".chart canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.35, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=5)
+    page.mouse.up()
+    expect(page).to_have_url(re.compile(r"age_min=\d+&age_max=\d+"))
+    low = int(re.search(r"age_min=(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    high = int(re.search(r"age_max=(\d+)", page.url).group(1))  # type: ignore[union-attr]
+    assert 17 < low < high < 90, (low, high)
+    people = people_matching(input_frame, {"age": (low, high)})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")
+    expect(page.get_by_role("button", name=f"✕ Chart selection: Age {low}–{high}")).to_be_visible()
+
+
+def test_cross_filter_click_on_a_heatmap_cell_picks_both_attributes(
+    server: str, page, input_frame: pd.DataFrame
+) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=heatmap&x=race&group=income")
+    wait_for_chart(page)
+    box = page.locator(".chart canvas").first.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3)
+    expect(page).to_have_url(re.compile(r"race=[^&]+.*income=[^&]+"))
+    query = parse_qs(urlparse(page.url).query)
+    race, income = query["race"][0], query["income"][0]
+    people = people_matching(input_frame, categories={"race": [race], "income": [income]})
+    expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")
+    expect(page.get_by_role("button", name=f"✕ Chart selection: Race: {race} · Income: {income}")).to_be_visible()
+
+
+def test_cross_filter_click_on_grouped_bars(server: str, page, input_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    """Grouped bars of race by income: a click on a bar picks its race and income
+    (Bokeh reports nested factors as a number, mapped back to the bar)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}?tab=visualize&chart=grouped&x=race&group=income")
+    wait_for_chart(page)
+    box = page.locator(".chart canvas").first.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.72, box["y"] + box["height"] * 0.6)
+    expect(page).to_have_url(re.compile(r"race=[^&]+.*income=[^&]+"))
+    query = parse_qs(urlparse(page.url).query)
+    categories = {name: query[name] for name in ("race", "income")}
+    people = people_matching(input_frame, categories=categories)
+    expect(page.locator(".chart-note").first).to_contain_text(f"{people:,} people match")

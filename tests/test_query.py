@@ -185,3 +185,30 @@ def test_no_sql_text_reaches_the_database(sqlite_census_engine: Engine) -> None:
     assert "Female" not in str(compiled) and ["Female"] in compiled.params.values()
     with sqlite_census_engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(statement.subquery())) == 10
+
+
+def test_facet_counts_leave_out_their_own_choice(sqlite_census_engine: Engine, input_frame: pd.DataFrame) -> None:
+    """Each attribute's counts use the OTHER conditions (Datasette's facets): choosing
+    Female does not zero the Male count; choosing a race narrows the genders."""
+    people_filter = PeopleFilter(ranges={"age": (30, 60)}, categories={"gender": ["Female"], "race": ["White", None]})
+    with sqlite_census_engine.connect() as connection:
+        facets = query.facet_counts(connection, people_filter, ["gender", "race", "workclass"])
+    ranges = {"age": (30, 60)}
+    for column, others in (
+        ("gender", {"race": ["White", None]}),
+        ("race", {"gender": ["Female"]}),
+        ("workclass", {"gender": ["Female"], "race": ["White", None]}),
+    ):
+        chosen = input_frame[people_mask(input_frame, ranges, others)]
+        expected = chosen[column].value_counts().to_dict()
+        shown = {row["value"]: row["people"] for row in facets[column] if row["value"] is not None}
+        assert {k: v for k, v in shown.items() if v} == expected, column
+        missing = int(chosen[column].isna().sum())
+        assert sum(row["people"] for row in facets[column] if row["value"] is None) == missing
+
+
+def test_range_bounds_are_the_data_s(sqlite_census_engine: Engine, input_frame: pd.DataFrame) -> None:
+    with sqlite_census_engine.connect() as connection:
+        bounds = query.range_bounds(connection)
+    for column, found in bounds.items():
+        assert found == (int(input_frame[column].min()), int(input_frame[column].max())), column

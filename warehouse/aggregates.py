@@ -238,3 +238,44 @@ def dimension_counts_many(
         if counted[column].get(UNKNOWN):
             answer[column].append({"value": UNKNOWN, "people": counted[column][UNKNOWN]})
     return answer
+
+
+def facet_counts(
+    connection: Connection,
+    people_filter: PeopleFilter,
+    columns: Sequence[str] = CATEGORY_COLUMNS,
+    run: Runner = analytics.run,
+) -> dict[str, list[dict[str, Any]]]:
+    """Facets, as Datasette counts them: per categorical attribute, how many people
+    each value has under the filter's OTHER conditions (its own choice left out, so
+    the counts say what choosing another value would give). The attributes the
+    filter does not name share one dimension_counts_many call; each named one needs
+    its own (its filter differs)."""
+    named = [column for column in columns if people_filter.categories.get(column)]
+    answer: dict[str, list[dict[str, Any]]] = {}
+    unnamed = [column for column in columns if column not in named]
+    if unnamed:
+        answer.update(dimension_counts_many(connection, unnamed, people_filter, run))
+    for column in named:
+        others = {name: values for name, values in people_filter.categories.items() if name != column}
+        without = PeopleFilter(ranges=people_filter.ranges, categories=others)
+        answer.update(dimension_counts_many(connection, [column], without, run))
+    return {column: answer[column] for column in columns}
+
+
+def range_bounds(connection: Connection, run: Runner = analytics.run) -> dict[str, tuple[int, int] | None]:
+    """The smallest and largest value of each range attribute in the data (None for
+    an attribute with no value): the explorer's sliders span these, not the
+    domain's CHECK range."""
+    education = Education.__table__
+    values = {c: education.c.education_num if c == "education_num" else PERSON.c[c] for c in RANGE_COLUMNS}
+    statement = select(
+        *(func.min(value).label(f"{c}_min") for c, value in values.items()),
+        *(func.max(value).label(f"{c}_max") for c, value in values.items()),
+    ).select_from(PERSON.outerjoin(education, PERSON.c.education_id == education.c.id))
+    row = run(connection, statement)[0]
+    bounds: dict[str, tuple[int, int] | None] = {}
+    for column in RANGE_COLUMNS:
+        low, high = row[f"{column}_min"], row[f"{column}_max"]
+        bounds[column] = None if low is None or high is None else (int(low), int(high))
+    return bounds
