@@ -22,8 +22,9 @@ from warehouse.query import PeopleFilter, column_title, table_columns
 PAGE_SIZE = 25
 UNKNOWN_TEXT = "Unknown"
 # The table keeps the pager in view: it grows with its rows up to the window's
-# height less the page header, tabs and controls above it, then scrolls inside.
-TABLE_MAX_HEIGHT = "max(320px, calc(100vh - 330px))"
+# height less the page header, tabs, controls and the folded filter card above it,
+# then scrolls inside.
+TABLE_MAX_HEIGHT = "max(320px, calc(100vh - 390px))"
 # What one row of a table is, for its id column's heading ("Upload id", not "Person id").
 ROW_NAMES = {"people": "Person", "person": "Person", "load": "Upload", "rejected_row": "Rejected row"}
 # Dimension table -> the attribute it lists ("income_bracket" -> "income").

@@ -196,14 +196,16 @@ def test_quick_slider_key_presses_are_not_lost(server: str, page) -> None:  # ty
     for _trial in range(2):
         page.goto(f"{server}?tab=visualize")
         wait_for_chart(page)
-        handle = page.locator(".noUi-handle-upper").first
+        handle = page.locator(".noUi-handle-upper:visible").first
+        start = round(float(handle.get_attribute("aria-valuenow") or 0))  # the data's oldest age
+        assert start > 40, start
         handle.focus()
         for _ in range(30):
             page.keyboard.press("ArrowLeft")
             page.wait_for_timeout(25)
-        expect(page).to_have_url(re.compile(r"age_max=70(&|$)"))
+        expect(page).to_have_url(re.compile(rf"age_max={start - 30}(&|$)"))
         page.wait_for_timeout(1500)  # any late answer from the server has arrived
-        assert float(handle.get_attribute("aria-valuenow") or 0) == 70
+        assert float(handle.get_attribute("aria-valuenow") or 0) == start - 30
 
 
 def test_group_select_and_placeholder(server: str, page) -> None:  # type: ignore[no-untyped-def]
