@@ -96,6 +96,11 @@ def nested_factor_at(factors: Sequence[Any], x: float, group_padding: float, fac
     return None if best is None else best[1]
 
 
+def _picks_glyphs(element: Any) -> bool:
+    """An overlay layer that can carry the pick tools (error bars cannot: no glyph renderer)."""
+    return isinstance(element, hv.Element) and not isinstance(element, hv.ErrorBars)
+
+
 def describe_pick(pick: Pick) -> str:
     parts = []
     for column, value in pick.items():
@@ -149,12 +154,15 @@ class CrossFilter:
         # A drag selects (box select is the active drag tool; panning a bar chart is of little use).
         # A plot hook keeps the figure's x range: grouped bars' clicks come as numbers.
         hooks = list(hv.Store.lookup_options("bokeh", chart, "plot").kwargs.get("hooks") or [])
-        options = {"tools": PICK_TOOLS, "active_tools": ["box_select"], "hooks": [*hooks, self._keep_x_range]}
-        options["clone"] = True
+        tools = {"tools": PICK_TOOLS, "active_tools": ["box_select"]}
         if isinstance(chart, hv.Overlay):
-            chart = chart.map(lambda element: element.opts(**options), hv.Element)
+            # The tools go on the layers that draw glyphs: error bars are a Bokeh Whisker
+            # annotation, with no renderer for a hover tool (Bokeh refuses [None]). The
+            # hooks stay the overlay's own, so the fading and whiskers run once.
+            chart = chart.map(lambda element: element.opts(**tools, clone=True), _picks_glyphs)
+            chart = chart.opts(hooks=[*hooks, self._keep_x_range], clone=True)
         else:
-            chart = chart.opts(**options)
+            chart = chart.opts(**tools, hooks=[*hooks, self._keep_x_range], clone=True)
         spec, data = result.spec, result.data
         tap = hv.streams.Tap(source=chart, transient=True)
         tap.add_subscriber(lambda x=None, y=None, **_: self.picked(self.tapped(spec, data, x, y)))

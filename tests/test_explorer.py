@@ -761,6 +761,33 @@ def test_cross_filter_click_adds_a_chip_that_removes_it(store: DataStore) -> Non
     assert not cross.chips
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ChartSpec("bar", "education", None, "mean_age"),  # bars with error bars: an overlay
+        ChartSpec("grouped", "race", "income", "share_over_50k"),
+        ChartSpec("line", "age", "gender", "share_over_50k"),
+        ChartSpec("histogram", "age", "gender", "people"),
+        ChartSpec("box", "age", "gender", "people"),
+    ],
+    ids=lambda spec: spec.kind,
+)
+def test_cross_filter_tools_render_on_every_chart(store: DataStore, spec: ChartSpec) -> None:
+    """The pick tools go on layers Bokeh can hover: error bars (a Whisker, no glyph
+    renderer) once made the server fail with HoverTool.renderers [None]."""
+    import holoviews as hv
+
+    from explorer.crossfilter import CrossFilter
+
+    view = _visualize(store)
+    cross = CrossFilter(view)
+    view.set_spec(spec)
+    chart = cross.attach(view.result.chart, view.result)
+    figure = hv.render(chart, backend="bokeh")
+    assert any(type(tool).__name__ == "TapTool" for tool in figure.tools)
+    assert cross.x_range is figure.x_range  # the hook ran
+
+
 def test_nested_factor_at_follows_bokeh_s_layout() -> None:
     """Bokeh's two-level layout: one unit per bar, group_padding between groups."""
     from explorer.crossfilter import nested_factor_at
