@@ -185,6 +185,10 @@ def test_visualize_filters_chart_and_image_downloads(
     page.get_by_text("people match").wait_for()
     choose(page, "Gender", "Female")
     url_has(page, gender="Female")
+    # The facet counts follow the filter: Marital status now counts women only.
+    women = input_frame[input_frame["gender"] == "Female"]
+    divorced = int((women["marital_status"] == "Divorced").sum())
+    expect(page.locator(".choices__item--choice", has_text=f"Divorced ({divorced:,})")).not_to_have_count(0)
     choose(page, "Marital status", "Divorced")
     url_has(page, gender="Female", marital_status="Divorced")
     control(page, "Chart type").select_option(label="Stacked bar")

@@ -107,13 +107,16 @@ def shown_number(text: str) -> int:
 
 def choose(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
     """Pick a value in a MultiChoice by typing it, as a person would."""
-    group = page.locator(".bk-input-group").filter(
+    # The visible one: the other tabs show the same filter widgets.
+    group = page.locator(".bk-input-group:visible").filter(
         has=page.locator("label", has_text=re.compile(f"^{re.escape(label)}$"))
     )
     box = group.locator("input[type=search]").first
     box.click()
     box.fill(value)
-    group.locator(".choices__item--choice", has_text=re.compile(f"^{re.escape(value)}$")).first.click()
+    # A category's option reads "Female (16,192)": the value and its facet count.
+    option = re.compile(rf"^{re.escape(value)}( \([\d,]+\))?$")
+    group.locator(".choices__item--choice", has_text=option).first.click()
 
 
 def seconds_until(check, limit: float = 60.0) -> float:  # type: ignore[no-untyped-def]
