@@ -62,7 +62,7 @@ from duckdb_engine import ConnectionWrapper
 from sqlalchemy import Connection, Engine, Executable, create_engine, func, select
 from sqlalchemy.pool import QueuePool
 
-from warehouse.config import get_settings
+from warehouse.config import columnar_max_rows, get_settings
 from warehouse.contract import UNKNOWN
 from warehouse.domain import RANGES
 from warehouse.filters import PeopleFilter
@@ -449,7 +449,7 @@ def current(connection: Connection, *, wait: bool = False) -> AnalyticCopy | Non
     COLUMNAR_MAX_ROWS, another thread is building it (unless `wait`), or the
     connection does not see the committed data (its own uncommitted writes, or
     an upload that committed a moment ago)."""
-    limit = get_settings().columnar_max_rows
+    limit = columnar_max_rows()
     if limit <= 0:
         return None
     stamp = read_stamp(connection)
