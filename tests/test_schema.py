@@ -61,15 +61,17 @@ def test_schema_on_sqlite_is_idempotent(sqlite_engine: Engine) -> None:
         assert connection.scalar(select(text("count(*)")).select_from(Education.__table__)) == 16
 
 
-def test_schema_drops_retired_indexes(sqlite_engine: Engine) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_schema_drops_retired_indexes(backend: str, request: pytest.FixtureRequest) -> None:
     """A database built when person had an index the models no longer declare
     loses it at the next schema run (else every upload would still maintain it)."""
-    create_schema(sqlite_engine)
-    with sqlite_engine.begin() as connection:
+    engine: Engine = request.getfixturevalue(f"{backend}_engine")
+    create_schema(engine)
+    with engine.begin() as connection:
         for name in RETIRED_INDEXES:
             connection.execute(text(f"CREATE INDEX {name} ON person (income_bracket_id)"))
-    create_schema(sqlite_engine)
-    names = {index["name"] for index in inspect(sqlite_engine).get_indexes("person")}
+    create_schema(engine)
+    names = {index["name"] for index in inspect(engine).get_indexes("person")}
     assert not names & set(RETIRED_INDEXES)
     assert "ix_person_age" in names
 
