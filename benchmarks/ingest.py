@@ -1,13 +1,15 @@
 """Ingest benchmark: prints the figures the loader issue (#11) asks for.
 
-    python -m benchmarks.ingest [--runs 3] [--rows 1000000] [--skip-postgres] [--skip-small]
+    python -m benchmarks.ingest [--runs 3] [--rows 1000000] [--large-runs 1] [--skip-postgres] [--skip-small]
 
 1. data/Input_Dataset.csv (48,842 rows) into a new SQLite file, whole process,
    median of --runs: the upload against pandas read_csv + to_sql (flat table,
    through a plain sqlite3 connection and through a SQLAlchemy engine) and a
    csv + sqlite3 flat insert. Dominated by interpreter and import time: printed,
    not a target.
-2. A synthetic file of --rows rows (resampled from the input), whole process:
+2. A synthetic file of --rows rows (resampled from the input), whole process,
+   median of --large-runs runs (upload, pandas, append interleaved: the
+   machine's load shifts less between them than between separate runs):
    - into a new SQLite file, against pandas read_csv + to_sql through a plain
      sqlite3 connection (pandas' fastest SQLite path): wall time and peak memory.
      Target: at most 1.0x pandas' time at at most 1/10 of its peak memory.
@@ -144,32 +146,57 @@ def append_ratio(name: str, empty_s: float, append_s: float) -> None:
     )
 
 
-def large_sqlite(rows: int, first: Path, second: Path, scratch: Path) -> None:
-    print(f"== {rows:,} rows into SQLite, whole process")
-    database = scratch / "large.db"
-    ours = run_measured(upload_command(first, f"sqlite:///{database}"))
-    pandas = run_measured([sys.executable, "-c", PANDAS_FLAT, str(first), str(scratch / "pandas.db")])
-    compare("SQLite", ours, pandas)
-    appended = run_measured(upload_command(second, f"sqlite:///{database}"))
-    append_ratio("SQLite append", ours[0], appended[0])
+def median_measures(measures: list[tuple[float, int, float]]) -> tuple[float, int, float]:
+    """Median wall and CPU time, largest peak memory, of interleaved runs."""
+    return (
+        statistics.median(m[0] for m in measures),
+        max(m[1] for m in measures),
+        statistics.median(m[2] for m in measures),
+    )
 
 
-def large_postgres(rows: int, first: Path, second: Path) -> None:
+def large_sqlite(rows: int, first: Path, second: Path, scratch: Path, runs: int) -> None:
+    print(f"== {rows:,} rows into SQLite, whole process, median of {runs} interleaved run(s)")
+    ours, pandas, appended = [], [], []
+    for run in range(runs):
+        database = scratch / f"large_{run}.db"
+        ours.append(run_measured(upload_command(first, f"sqlite:///{database}")))
+        pandas.append(run_measured([sys.executable, "-c", PANDAS_FLAT, str(first), str(scratch / f"pandas_{run}.db")]))
+        appended.append(run_measured(upload_command(second, f"sqlite:///{database}")))
+        for leftover in scratch.glob(f"*_{run}.db*"):
+            leftover.unlink()
+    print_runs(ours, pandas, appended)
+    compare("SQLite", median_measures(ours), median_measures(pandas))
+    append_ratio("SQLite append", median_measures(ours)[0], median_measures(appended)[0])
+
+
+def print_runs(*series: list[tuple[float, int, float]]) -> None:
+    """Each run's wall seconds (upload, pandas, append), when there are several."""
+    if len(series[0]) > 1:
+        upload, pandas, append = (" ".join(f"{m[0]:.2f}" for m in measures) for measures in series)
+        print(f"(each run's wall seconds: upload {upload}; pandas {pandas}; append {append})")
+
+
+def large_postgres(rows: int, first: Path, second: Path, runs: int) -> None:
     from sqlalchemy import text
 
     from devtools.postgres import PostgresServer
     from warehouse.db import make_engine
 
-    print(f"== {rows:,} rows into PostgreSQL, whole process")
+    print(f"== {rows:,} rows into PostgreSQL, whole process, median of {runs} interleaved run(s)")
     server = PostgresServer().start()
     try:
-        url = server.create_database("bench")
-        ours = run_measured(upload_command(first, url))
-        pandas = run_measured([sys.executable, "-c", PANDAS_POSTGRES_COPY, str(first), server.create_database("flat")])
+        ours, pandas, appended = [], [], []
+        for run in range(runs):
+            url = server.create_database(f"bench{run}")
+            ours.append(run_measured(upload_command(first, url)))
+            flat = server.create_database(f"flat{run}")
+            pandas.append(run_measured([sys.executable, "-c", PANDAS_POSTGRES_COPY, str(first), flat]))
+            appended.append(run_measured(upload_command(second, url)))
         print("(pandas: read_csv + to_sql through psycopg2 with a COPY `method`)")
-        compare("PostgreSQL", ours, pandas)
-        appended = run_measured(upload_command(second, url))
-        append_ratio("PostgreSQL append", ours[0], appended[0])
+        print_runs(ours, pandas, appended)
+        compare("PostgreSQL", median_measures(ours), median_measures(pandas))
+        append_ratio("PostgreSQL append", median_measures(ours)[0], median_measures(appended)[0])
 
         # A reader in a loop while --replace swaps in rows+rows new people.
         engine = make_engine(url)
@@ -209,6 +236,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument(
+        "--large-runs", type=int, default=1, help="interleaved runs of each large-file measure (medians printed)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="census-bench-") as folder:
         scratch = Path(folder)
@@ -219,9 +249,9 @@ def main() -> None:
         print(
             f"synthetic files: {args.rows:,} rows each ({first.stat().st_size / 1e6:.0f} MB), resampled from the input"
         )
-        large_sqlite(args.rows, first, second, scratch)
+        large_sqlite(args.rows, first, second, scratch, args.large_runs)
         if not args.skip_postgres:
-            large_postgres(args.rows, first, second)
+            large_postgres(args.rows, first, second, args.large_runs)
 
 
 if __name__ == "__main__":

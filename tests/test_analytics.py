@@ -11,6 +11,7 @@ UPDATE of person.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from sqlalchemy import Connection, Engine, Executable, select, update
 from loaders.upload import upload
 from tests.conftest import INPUT
 from warehouse import aggregates, analytics
-from warehouse.contract import CATEGORY_COLUMNS, GROUPABLE_NUMBERS
+from warehouse.contract import CATEGORY_COLUMNS, GROUPABLE_NUMBERS, UNKNOWN
 from warehouse.db import make_engine
+from warehouse.domain import CATEGORIES, RANGES
 from warehouse.models import Person
 from warehouse.query import PeopleFilter
 
@@ -286,3 +288,52 @@ def test_a_request_does_not_wait_for_a_build_in_progress(sqlite_census_url: str)
             assert aggregates.count_people(connection, PeopleFilter()) == 48842  # answered in SQL
     finally:
         engine.dispose()
+
+
+def _random_filters(seed: int, count: int) -> list[PeopleFilter]:
+    """Filters of every kind: ranges with one or both ends (education_num too),
+    one or several labels, `unknown` alone or with labels."""
+    rng = random.Random(seed)
+    filters = []
+    for _ in range(count):
+        ranges: dict[str, tuple[int | None, int | None]] = {}
+        for column in rng.sample(sorted(RANGES), rng.randint(0, 2)):
+            lowest, highest = RANGES[column]
+            low, high = sorted(rng.randint(lowest, min(highest, lowest + 100)) for _ in range(2))
+            ranges[column] = rng.choice([(low, high), (low, None), (None, high)])
+        categories: dict[str, tuple[str | None, ...]] = {}
+        for column in rng.sample(sorted(CATEGORIES), rng.randint(0, 2)):
+            chosen = rng.sample(list(CATEGORIES[column]), rng.randint(0, 2))
+            categories[column] = tuple(chosen) + ((UNKNOWN,) if rng.random() < 0.3 or not chosen else ())
+        filters.append(PeopleFilter(ranges=ranges, categories=categories))
+    return filters
+
+
+@pytest.mark.postgres
+def test_the_copys_count_sql_counts_what_sql_counts(census_engine: Engine) -> None:
+    """`AnalyticCopy.count` writes the filter with dimension ids instead of labels:
+    the same count as `count_statement` in SQL, for every kind of filter."""
+    with census_engine.connect() as connection:
+        copy = analytics.current(connection, wait=True)
+        assert copy is not None
+        counts = []
+        for people_filter in [*FILTERS, *_random_filters(12, 150)]:
+            want = aggregates.count_people(connection, people_filter, run=plain_sql)
+            assert copy.count(people_filter) == want, people_filter
+            counts.append(want)
+    assert 0 in counts and len(set(counts)) > 50  # zero and many different answers really checked
+
+
+def test_the_copys_count_of_a_label_no_one_has_is_zero(sqlite_engine: Engine, tmp_path: Path) -> None:
+    upload(sqlite_engine, _first_rows(tmp_path, 0, 30, "few.csv"), progress=False)
+    with sqlite_engine.connect() as connection:
+        copy = analytics.current(connection, wait=True)
+        assert copy is not None
+        present = {row[0] for row in connection.exec_driver_sql("SELECT DISTINCT native_country FROM people")}
+        absent = next(label for label in CATEGORIES["native_country"] if label not in present)
+        counts = []
+        for chosen in [(absent,), (absent, UNKNOWN), (UNKNOWN,)]:
+            people_filter = PeopleFilter(categories={"native_country": chosen})
+            counts.append(copy.count(people_filter))
+            assert counts[-1] == aggregates.count_people(connection, people_filter, run=plain_sql), chosen
+    assert counts[0] == 0 and counts[1] == counts[2]

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from warehouse.domain import CATEGORIES, EDUCATION_LEVELS
 from warehouse.models import DIMENSIONS, Education, Load, Person
-from warehouse.schema import create_schema
+from warehouse.schema import RETIRED_INDEXES, create_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"person", "load", "rejected_row", *(model.__tablename__ for model, _ in DIMENSIONS.values())}
@@ -59,6 +59,21 @@ def test_schema_on_sqlite_is_idempotent(sqlite_engine: Engine) -> None:
     _check_schema(sqlite_engine)
     with sqlite_engine.connect() as connection:
         assert connection.scalar(select(text("count(*)")).select_from(Education.__table__)) == 16
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_schema_drops_retired_indexes(backend: str, request: pytest.FixtureRequest) -> None:
+    """A database built when person had an index the models no longer declare
+    loses it at the next schema run (else every upload would still maintain it)."""
+    engine: Engine = request.getfixturevalue(f"{backend}_engine")
+    create_schema(engine)
+    with engine.begin() as connection:
+        for name in RETIRED_INDEXES:
+            connection.execute(text(f"CREATE INDEX {name} ON person (income_bracket_id)"))
+    create_schema(engine)
+    names = {index["name"] for index in inspect(engine).get_indexes("person")}
+    assert not names & set(RETIRED_INDEXES)
+    assert "ix_person_age" in names
 
 
 @pytest.mark.postgres

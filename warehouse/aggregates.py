@@ -38,12 +38,26 @@ def _age_band() -> ColumnElement[str]:
     return case(*((PERSON.c.age <= high, label) for label, _, high in AGE_BANDS[:-1]), else_=AGE_BANDS[-1][0])
 
 
+def _age_band_number() -> ColumnElement[int]:
+    """The age band as its position in AGE_BANDS (0, 1, ...): what the inner query
+    groups by. Grouping 10,000,000 people by the band's label made DuckDB build
+    and hash a string per person (race x age_band: 152 ms; by the number: 119 ms);
+    the label is put back on the few grouped rows (`_age_band_label`)."""
+    return case(
+        *((PERSON.c.age <= high, index) for index, (_, _, high) in enumerate(AGE_BANDS[:-1])), else_=len(AGE_BANDS) - 1
+    )
+
+
+def _age_band_label(number: ColumnElement[Any]) -> ColumnElement[str]:
+    return case({index: label for index, (label, _, _) in enumerate(AGE_BANDS)}, value=number)
+
+
 def _group_key(name: str) -> ColumnElement[Any]:
     """What the inner (fact-table-only) query groups by: keys, never labels."""
     if name in DIMENSIONS:
         return PERSON.c[DIMENSIONS[name][1]]
     if name == AGE_BAND:
-        return _age_band()
+        return _age_band_number()
     if name == "education_num":
         return PERSON.c.education_id
     return PERSON.c[name]
@@ -109,6 +123,9 @@ def aggregate_statement(
             sort_key = table.c.education_num if name in ("education", "education_num") else table.c.label
             order.append(sort_key.is_(None))
             order.append(sort_key)
+        elif name == AGE_BAND:  # the band's number, in AGE_BANDS' order
+            outer_columns.append(_age_band_label(key).label(name))
+            order.append(key)
         else:
             outer_columns.append(key.label(name))
             order.append(key)

@@ -294,16 +294,6 @@ def prepared_page(
     )
 
 
-@functools.lru_cache(maxsize=512)
-def prepared_filter_statement(
-    dialect: Dialect, shape: Shape, build: Callable[[PeopleFilter], Executable]
-) -> PreparedPage | None:
-    """The same for a statement of the filter alone (e.g. the page's total,
-    `warehouse.aggregates.count_statement`): its parameters take the values of
-    `page_shape`, limit and offset aside."""
-    return _prepare(dialect, shape, lambda probe, _limit, _offset: build(probe), paged=False)
-
-
 def _prepare(
     dialect: Dialect, shape: Shape, build: Callable[[PeopleFilter, int, int], Executable], *, paged: bool
 ) -> PreparedPage | None:

@@ -44,7 +44,21 @@ def create_schema_on(connection: Connection) -> None:
     """create_schema inside the caller's transaction (the loader's, under its lock)."""
     Base.metadata.create_all(connection, checkfirst=True)
     add_missing_columns(connection)
+    drop_retired_indexes(connection)
     seed_dimensions(connection)
+
+
+# Indexes databases were built with that the models no longer declare (see Person).
+RETIRED_INDEXES = ("ix_person_income_bracket_id",)
+
+
+def drop_retired_indexes(connection: Connection) -> None:
+    """An index dropped from the models stays in older databases, where every
+    upload would still maintain it: drop it once."""
+    existing = {index["name"] for index in inspect(connection).get_indexes("person")}
+    for name in RETIRED_INDEXES:
+        if name in existing:
+            connection.exec_driver_sql(f"DROP INDEX {name}")
 
 
 def add_missing_columns(connection: Connection) -> None:
