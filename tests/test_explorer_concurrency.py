@@ -35,7 +35,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 # Large enough that exporting everyone takes several seconds on this machine.
-LARGE_ROWS = int(os.environ.get("CONCURRENCY_TEST_ROWS", "400000"))
+LARGE_ROWS = int(os.environ.get("CONCURRENCY_TEST_ROWS", "800000"))
 INTERACTION_LIMIT_S = 2.0
 
 if not Path(CHROMIUM).exists() or not Path("/usr/bin/chromedriver").exists():

@@ -87,7 +87,8 @@ def test_browse_headings_people_counts_and_empty_table(server: str, page, input_
     control(page, "Table").select_option(label="Rejected rows")
     page.get_by_text("Rejected rows: 0 rows").wait_for()
     expect(page.locator(".empty-table")).to_contain_text("No rejected rows")
-    expect(page.locator(".tabulator-row")).to_have_count(0)
+    # No grid on screen (a hidden Tabulator may keep the last table's row in the DOM).
+    expect(page.locator(".tabulator-row:visible")).to_have_count(0)
 
 
 def test_browse_pager_in_view_columns_fill_and_labels_whole(server: str, browser) -> None:  # type: ignore[no-untyped-def]
