@@ -49,6 +49,15 @@ def wait_for_chart(page) -> None:  # type: ignore[no-untyped-def]
     page.locator(".chart-title").first.wait_for()
 
 
+def chart_box(page, url: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Open `url`, wait for its chart and give the chart canvas' box (for clicks and drags on it)."""
+    page.goto(url)
+    wait_for_chart(page)
+    box = page.locator(".chart canvas").first.bounding_box()
+    assert box is not None
+    return box  # type: ignore[no-any-return]
+
+
 def selected_text(select) -> str:  # type: ignore[no-untyped-def]
     return select.evaluate("s => s.options[s.selectedIndex] ? s.options[s.selectedIndex].text : ''")
 
@@ -795,11 +804,7 @@ def test_cross_filter_click_narrows_the_filter(server: str, page, input_frame: p
     """A click on the White bar adds Race: White (count equal to pandas); its chip removes it."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server}?tab=visualize&x=race&gender=Female")
-    wait_for_chart(page)
-    canvas = page.locator(".chart canvas").first
-    box = canvas.bounding_box()
-    assert box is not None
+    box = chart_box(page, f"{server}?tab=visualize&x=race&gender=Female")
     # Five bars in label order: White is the last band (right fifth of the plot frame).
     page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.6)
     white = people_matching(input_frame, categories={"gender": ["Female"], "race": ["White"]})
@@ -832,11 +837,7 @@ def test_cross_filter_box_selection_on_a_histogram(server: str, page, input_fram
     """Dragging across a histogram of age selects an age range; the count equals pandas."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server}?tab=visualize&chart=histogram&x=age")
-    wait_for_chart(page)
-    canvas = page.locator(".chart canvas").first
-    box = canvas.bounding_box()
-    assert box is not None
+    box = chart_box(page, f"{server}?tab=visualize&chart=histogram&x=age")
     y = box["y"] + box["height"] * 0.5
     page.mouse.move(box["x"] + box["width"] * 0.35, y)
     page.mouse.down()
@@ -857,10 +858,7 @@ def test_cross_filter_click_on_a_heatmap_cell_picks_both_attributes(
 ) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    page.goto(f"{server}?tab=visualize&chart=heatmap&x=race&group=income")
-    wait_for_chart(page)
-    box = page.locator(".chart canvas").first.bounding_box()
-    assert box is not None
+    box = chart_box(page, f"{server}?tab=visualize&chart=heatmap&x=race&group=income")
     page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3)
     expect(page).to_have_url(re.compile(r"race=[^&]+.*income=[^&]+"))
     query = parse_qs(urlparse(page.url).query)
@@ -875,10 +873,7 @@ def test_cross_filter_click_on_grouped_bars(server: str, page, input_frame: pd.D
     (Bokeh reports nested factors as a number, mapped back to the bar)."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server}?tab=visualize&chart=grouped&x=race&group=income")
-    wait_for_chart(page)
-    box = page.locator(".chart canvas").first.bounding_box()
-    assert box is not None
+    box = chart_box(page, f"{server}?tab=visualize&chart=grouped&x=race&group=income")
     page.mouse.click(box["x"] + box["width"] * 0.72, box["y"] + box["height"] * 0.6)
     expect(page).to_have_url(re.compile(r"race=[^&]+.*income=[^&]+"))
     query = parse_qs(urlparse(page.url).query)
