@@ -573,6 +573,11 @@ def test_postgres_pages_stats_and_dimensions(
 def test_live_server_answers_head_as_get(live_api: str) -> None:
     """uvicorn is told the request is a HEAD: it must not expect (or send) the GET's body."""
     with httpx.Client(base_url=live_api) as http:
+        # /health's body says whether the analytic copy is ready ("in_memory"); it is built
+        # after start-up, so wait for it: a GET and a HEAD either side of that differ by design.
+        deadline = time.monotonic() + 60
+        while http.get("/health").json().get("in_memory") is False and time.monotonic() < deadline:
+            time.sleep(0.2)
         for path in HEAD_PATHS:
             assert_head_is_get(http.get(path), http.head(path))
         gzipped = {"Accept-Encoding": "gzip"}
