@@ -693,8 +693,12 @@ def test_every_tab_s_state_round_trips_through_the_url(server: str, page, input_
     wait_for_chart(page)
     expect(page.locator(".chart-title").first).to_have_text("Number of people by education and gender")
     expect(page.locator(".chart-subtitle").first).to_contain_text(f"Race: Black ({black:,} people)")
+    # Each tab's URL comes from the server after the click (the tab itself shows at once,
+    # drawn in the browser): Back is only tried once the history holds both tabs.
+    expect(page).to_have_url(re.compile(r"[?&]tab=visualize(&|$)"))
     page.get_by_role("tab", name="Browse").click()
     expect(page.locator(".row-count")).to_contain_text(f"{black:,} rows (Race: Black) · page 2 of")
+    expect(page).to_have_url(re.compile(r"[?&]tab=browse(&|$)"))
     url = page.url
     for part in ("format=JSON", "export_columns=age%2Cincome", "chart=heatmap", "sort=-age", "page=2", "race=Black"):
         assert part in url, (part, url)
