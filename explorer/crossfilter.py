@@ -145,12 +145,13 @@ class CrossFilter:
         self.chips: list[Chip] = []
         self.x_range: Any = None
         view.chart_hooks.append(self.attach)
+        view.chart_listeners.append(self.listen)
         self.filters.param.watch(self._filter_changed, ["people_filter"])
 
     # -- the chart --
 
-    def attach(self, chart: Any, result: Any) -> Any:
-        """Add the tap and box-select tools and the streams that report them."""
+    def attach(self, chart: Any, _result: Any) -> Any:
+        """Add the tap and box-select tools (to each chart drawn)."""
         # A drag selects (box select is the active drag tool; panning a bar chart is of little use).
         # A plot hook keeps the figure's x range: grouped bars' clicks come as numbers.
         hooks = list(hv.Store.lookup_options("bokeh", chart, "plot").kwargs.get("hooks") or [])
@@ -163,12 +164,26 @@ class CrossFilter:
             chart = chart.opts(hooks=[*hooks, self._keep_x_range], clone=True)
         else:
             chart = chart.opts(**tools, hooks=[*hooks, self._keep_x_range], clone=True)
-        spec, data = result.spec, result.data
-        tap = hv.streams.Tap(source=chart, transient=True)
-        tap.add_subscriber(lambda x=None, y=None, **_: self.picked(self.tapped(spec, data, x, y)))
-        box = hv.streams.SelectionXY(source=chart, transient=True)
-        box.add_subscriber(lambda **kwargs: self.picked(self.boxed(spec, data, kwargs)))
         return chart
+
+    def listen(self, figure: hv.DynamicMap) -> None:
+        """The streams that report a new figure's clicks and box selections. Later
+        results are drawn into the same figure: a pick is read against the result
+        on screen when it happens."""
+        tap = hv.streams.Tap(source=figure, transient=True)
+        tap.add_subscriber(lambda x=None, y=None, **_: self._tap(x, y))
+        box = hv.streams.SelectionXY(source=figure, transient=True)
+        box.add_subscriber(lambda **kwargs: self._box(kwargs))
+
+    def _tap(self, x: Any, y: Any) -> None:
+        result = self.view.result
+        if result is not None and result.chart is not None:
+            self.picked(self.tapped(result.spec, result.data, x, y))
+
+    def _box(self, selection: dict[str, Any]) -> None:
+        result = self.view.result
+        if result is not None and result.chart is not None:
+            self.picked(self.boxed(result.spec, result.data, selection))
 
     def _keep_x_range(self, plot: Any, _element: Any) -> None:
         self.x_range = getattr(plot.state, "x_range", None)

@@ -620,7 +620,7 @@ def fade_hook(plot: Any, _element: Any) -> None:
         flags = [value is True or str(value) in ("True", "1", "1.0") for value in source.data["reliable"]]
         source.data["fade_alpha"] = [1.0 if ok else FADED_ALPHA for ok in flags]
         for prop in ("fill_alpha", "line_alpha"):
-            if hasattr(glyph, prop):
+            if _per_point(glyph, prop):  # (a line is one mark: its points fade instead)
                 setattr(glyph, prop, field("fade_alpha"))
         if type(glyph).__name__ == "Scatter":  # a line's points: hollow where unreliable
             source.data["fade_fill"] = [1.0 if ok else 0.0 for ok in flags]
@@ -634,25 +634,50 @@ def fade_hook(plot: Any, _element: Any) -> None:
         _legend_from_reliable_rows(plot.state, renderer, flags)
 
 
+def _per_point(glyph: Any, prop: str) -> bool:
+    """Whether a glyph's property can take a value per data point (a Bokeh DataSpec)."""
+    from bokeh.core.property.dataspec import DataSpec
+
+    return hasattr(glyph, prop) and isinstance(glyph.lookup(prop).property, DataSpec)
+
+
 def _legend_from_reliable_rows(figure: Any, renderer: Any, flags: list[bool]) -> None:
     """A legend entry drawn from a column (grouped or stacked bars) shows its first row's
-    look, which may be a faded one: point each entry at a reliable row of its group."""
+    look, which may be a faded one: point each entry at a reliable row of its group.
+    The entries made here name their column (a later result drawn into the same figure
+    has its rows in another order: they are made again from it)."""
     from bokeh.core.properties import value
     from bokeh.models import LegendItem
 
     data = renderer.data_source.data
     for legend in getattr(figure, "legend", []):
-        items = []
+        items, remade = [], set()
         for item in legend.items:
-            column = getattr(item.label, "field", None) if item.label is not None else None
-            if renderer not in item.renderers or item.index is not None or column not in data:
+            if item.name == RELIABLE_LEGEND_ITEM:
+                column = item.tags[0] if item.tags else None
+            elif item.label is not None and item.index is None:
+                column = getattr(item.label, "field", None)
+            else:
+                column = None
+            if renderer not in item.renderers or column not in data:
                 items.append(item)
                 continue
+            if column in remade:  # this column's entries are already made again
+                continue
+            remade.add(column)
             labels = list(data[column])
             for label in dict.fromkeys(labels):
                 rows = [i for i, name in enumerate(labels) if name == label]
                 index = next((i for i in rows if flags[i]), rows[0])
-                items.append(LegendItem(label=value(str(label)), renderers=[renderer], index=index))
+                items.append(
+                    LegendItem(
+                        label=value(str(label)),
+                        renderers=[renderer],
+                        index=index,
+                        name=RELIABLE_LEGEND_ITEM,
+                        tags=[column],
+                    )
+                )
         legend.items = items
 
 
@@ -668,12 +693,18 @@ def whisker_colour_hook(plot: Any, _element: Any, colour: str | None = None) -> 
                     head.line_color = colour
 
 
+WHISKERS_NAME: Final = "interval-whiskers"
+RELIABLE_LEGEND_ITEM: Final = "legend-from-reliable-row"
+
+
 def whisker_hook(plot: Any, _element: Any) -> None:
     """Error bars on grouped bars: a Bokeh Whisker at each bar's nested (x, group) position,
     read from the bars' own data source."""
     from bokeh.models import ColumnDataSource, TeeHead, Whisker
 
     figure = plot.state
+    # A new result drawn into this figure runs the hook again: its whiskers replace these.
+    figure.center = [item for item in figure.center if getattr(item, "name", None) != WHISKERS_NAME]
     for renderer in list(getattr(figure, "renderers", [])):
         data = getattr(getattr(renderer, "data_source", None), "data", {})
         if "xoffsets" not in data or "ci_low" not in data:
@@ -698,7 +729,7 @@ def whisker_hook(plot: Any, _element: Any) -> None:
             line_width=1.5,
             upper_head=TeeHead(size=8, line_color="#222222"),
             lower_head=TeeHead(size=8, line_color="#222222"),
-            name="interval-whiskers",
+            name=WHISKERS_NAME,
         )
         figure.add_layout(whisker)
 
@@ -749,8 +780,25 @@ def _box_chart(data: pd.DataFrame, spec: ChartSpec, title: str) -> hv.Overlay:
 
 
 def size_for_screen(chart: Any) -> Any:
-    """The page shows the title above the chart as text, where it wraps."""
-    return chart.opts(responsive=True, height=SCREEN_HEIGHT, title="", clone=True)
+    """The page shows the title above the chart as text, where it wraps. The axes fit
+    each new result (`framewise`), as a new figure's would. (One `opts` call each:
+    HoloViews validates every call, a few ms each.)"""
+    if isinstance(chart, hv.Overlay):
+        chart = chart.map(lambda layer: layer.opts(framewise=True, clone=True), hv.Element)
+    return chart.opts(responsive=True, height=SCREEN_HEIGHT, title="", framewise=True, clone=True)
+
+
+def chart_layout(result: ChartResult) -> tuple[Any, ...]:
+    """What a new result must share with the chart on screen to be drawn into its
+    figure: the chart's choices, its layers (a line or histogram per group) and the
+    groups its legend or axis names (a legend entry is not added or removed in place)."""
+    chart, data = result.chart, result.data
+    layers = list(chart.values()) if isinstance(chart, hv.Overlay) else [chart]
+    named: list[tuple[str, ...]] = []
+    for column in (result.spec.group, "group"):
+        if data is not None and column in data.columns:
+            named.append(tuple(sorted(map(str, data[column].unique()))))
+    return result.spec, tuple((type(layer).__name__, layer.group, layer.label) for layer in layers), tuple(named)
 
 
 def size_for_export(chart: Any, footnote: str = "") -> Any:
@@ -938,8 +986,11 @@ class VisualizeView(pn.viewable.Viewer):
         super().__init__(**params)
         self.store = store
         self.filters = filters or FilterPanel()
-        # Each shown chart passes through these (explorer.crossfilter adds its streams).
+        # Each chart shown passes through the hooks; each new figure (a DynamicMap that
+        # later results of the same layout flow into) is given to the listeners
+        # (explorer.crossfilter adds its pick tools as a hook, its streams as a listener).
         self.chart_hooks: list[Callable[[Any, ChartResult], Any]] = []
+        self.chart_listeners: list[Callable[[hv.DynamicMap], None]] = []
         self._set_choices()
         self.filters.param.watch(lambda _event: self._update(), "people_filter")
         self._update()
@@ -998,44 +1049,69 @@ class VisualizeView(pn.viewable.Viewer):
             if holder is not None:
                 holder.loading = False
 
-    @param.depends("result")
-    def _view(self) -> pn.viewable.Viewable:
-        result = self.result
-        if result is None or result.chart is None:
-            kind = "info" if result is not None and result.people == 0 and not result.spec.problem() else "warning"
-            return pn.pane.Alert(
-                result.message if result else "",
-                alert_type=kind,
-                sizing_mode="stretch_width",
-                css_classes=["chart-message"],
-            )
-        chart = size_for_screen(result.chart)
-        for hook in self.chart_hooks:
-            chart = hook(chart, result)
-        # The title is page text above the chart (it wraps; a canvas title is cut off),
-        # and the chart's numbers follow as a table: the chart's text alternative.
-        return pn.Column(
-            pn.pane.HTML(chart_heading(result), sizing_mode="stretch_width", css_classes=["chart-heading"]),
-            pn.pane.HoloViews(
-                chart,
-                sizing_mode="stretch_width",
-                height=SCREEN_HEIGHT + 20,
-                css_classes=["chart"],
-            ),
-            pn.pane.HTML(chart_caption(result), sizing_mode="stretch_width", css_classes=["chart-caption"]),
-            pn.pane.HTML(chart_text_alternative(result), sizing_mode="stretch_width", css_classes=["chart-data"]),
-            sizing_mode="stretch_width",
+    def _chart_panes(self) -> pn.Column:
+        """The chart area's panes, built once and updated in place on each new result
+        (their `object`s), the chart itself through a DynamicMap's Pipe: a filter change
+        then sends the new data into the figure on screen instead of a new figure (what
+        a change cost most, on the server and in the browser)."""
+        self._message = pn.pane.Alert(
+            "", alert_type="info", visible=False, sizing_mode="stretch_width", css_classes=["chart-message"]
         )
+        self._heading = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["chart-heading"])
+        self._plot = pn.pane.HoloViews(
+            None, sizing_mode="stretch_width", height=SCREEN_HEIGHT + 20, css_classes=["chart"]
+        )
+        self._caption = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["chart-caption"])
+        self._data = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["chart-data"])
+        self._pipe: hv.streams.Pipe | None = None
+        self._layout_shown: tuple[Any, ...] | None = None
+        # Shown or hidden together (the HoloViews pane's own `visible` fails to reach
+        # its inner Bokeh pane in Panel 1.9: a TypeError on its stylesheets).
+        self._drawn = pn.Column(self._heading, self._plot, self._caption, self._data, sizing_mode="stretch_width")
+        self._show_result()
+        self.param.watch(lambda _event: self._show_result(), "result")
+        return pn.Column(self._message, self._drawn, sizing_mode="stretch_width")
 
-    @param.depends("result")
-    def _note(self) -> pn.viewable.Viewable:
+    def _show_result(self) -> None:
         result = self.result
-        if result is None:
-            return pn.pane.Markdown("")
-        text = f"{result.people:,} people match" if result.chart is not None else ""
-        if result.spec.kind in COUNT_ONLY and result.spec.measure != "people" and result.chart is not None:
-            text += " · histograms and box plots count people (the measure does not apply)"
-        return pn.pane.Markdown(text, css_classes=["chart-note"], margin=(0, 10))
+        drawn = result is not None and result.chart is not None
+        if not drawn:
+            kind = "info" if result is not None and result.people == 0 and not result.spec.problem() else "warning"
+            self._message.param.update(object=result.message if result else "", alert_type=kind, visible=True)
+        else:
+            self._draw(result)
+            # The title is page text above the chart (it wraps; a canvas title is cut off),
+            # and the chart's numbers follow as a table: the chart's text alternative.
+            self._heading.object = chart_heading(result)
+            self._caption.object = chart_caption(result)
+            self._data.object = chart_text_alternative(result)
+            self._message.visible = False
+        self._drawn.visible = drawn
+
+    def _draw(self, result: ChartResult) -> None:
+        """Into the figure on screen when the chart keeps its layout, else a new figure."""
+        layout = chart_layout(result)
+        if self._pipe is not None and layout == self._layout_shown:
+            self._pipe.send(result)
+            return
+        self._pipe = hv.streams.Pipe(data=result)
+        chart = hv.DynamicMap(self._screen_chart, streams=[self._pipe])
+        for listen in self.chart_listeners:
+            listen(chart)
+        self._plot.object = chart
+        self._layout_shown = layout
+
+    def _screen_chart(self, data: ChartResult) -> Any:
+        chart = size_for_screen(data.chart)
+        for hook in self.chart_hooks:
+            chart = hook(chart, data)
+        return chart
+
+    def _note(self) -> pn.pane.Markdown:
+        """How many people the chart counts, updated in place with each result."""
+        note = pn.pane.Markdown(chart_note(self.result), css_classes=["chart-note"], margin=(0, 10))
+        self.param.watch(lambda event: setattr(note, "object", chart_note(event.new)), "result")
+        return note
 
     def controls(self) -> pn.FlexBox:
         measure = pn.widgets.Select.from_param(self.param.measure, width=260)
@@ -1087,9 +1163,7 @@ class VisualizeView(pn.viewable.Viewer):
         from explorer.image_export import download_buttons
 
         controls = self.controls()
-        self._chart_holder = pn.Column(
-            pn.panel(self._view, loading_indicator=False, sizing_mode="stretch_width"), sizing_mode="stretch_width"
-        )
+        self._chart_holder = pn.Column(self._chart_panes(), sizing_mode="stretch_width")
         for widget in controls:
             widget.jslink(self._chart_holder, value="loading")
         self.filters.show_loading_on(self._chart_holder)
@@ -1098,7 +1172,7 @@ class VisualizeView(pn.viewable.Viewer):
             self.options(),
             self._chart_holder,
             chart_data_download(self),
-            self._note,
+            self._note(),
             pn.widgets.RadioButtonGroup.from_param(
                 self.param.export_scale, color="light", css_classes=["export-scale"], width=340
             ),
@@ -1131,6 +1205,15 @@ class NoneSelect(pn.widgets.Select):
         if "value" in params and params["value"] is None and None in self.values:
             props["value"] = self.unicode_values[self.values.index(None)]
         return props
+
+
+def chart_note(result: ChartResult | None) -> str:
+    if result is None or result.chart is None:
+        return ""
+    text = f"{result.people:,} people match"
+    if result.spec.kind in COUNT_ONLY and result.spec.measure != "people":
+        text += " · histograms and box plots count people (the measure does not apply)"
+    return text
 
 
 def chart_heading(result: ChartResult) -> str:

@@ -8,6 +8,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -214,7 +215,9 @@ def test_no_match_and_impossible_charts_give_messages(store: DataStore) -> None:
     view = _visualize(store, education=["Preschool"], income=[">50K"], age=(17, 20))
     assert view.result.chart is None and view.result.people == 0
     assert "No one matches" in view.result.message and "Education: Preschool" in view.result.message
-    assert isinstance(view._view(), pn.pane.Alert)
+    area = view._chart_panes()
+    assert view._message.visible and "No one matches" in view._message.object
+    assert not view._drawn.visible and area.objects[0] is view._message
     view.filters.reset()
     view.param.update(chart_type="heatmap")
     assert view.group is not None and view.result.chart is not None  # a group is chosen for it
@@ -798,3 +801,59 @@ def test_nested_factor_at_follows_bokeh_s_layout() -> None:
     assert nested_factor_at(factors, 1.9, 1.4, 0.0) == ("Black", ">50K")
     assert nested_factor_at(factors, 3.6, 1.4, 0.0) == ("White", "<=50K")
     assert nested_factor_at(factors, 5.2, 1.4, 0.0) == ("White", ">50K")
+
+
+def _figure_on_screen(view: VisualizeView) -> Any:
+    """The Bokeh figure the view's chart pane shows (one browser: one root)."""
+    ((plot, _pane),) = view._plot._plots.values()
+    return plot.state
+
+
+def test_a_filter_change_is_drawn_into_the_figure_on_screen(store: DataStore, input_frame: pd.DataFrame) -> None:
+    """Same chart, new filter: the figure on screen takes the new numbers (no new figure
+    sent to the browser); a new chart choice gets a new figure."""
+    from bokeh.document import Document
+
+    from explorer.crossfilter import CrossFilter
+
+    view = _visualize(store)
+    CrossFilter(view)
+    view.param.update(chart_type="bar", x="education", measure="people")
+    pn.panel(view).get_root(Document())
+    figure = _figure_on_screen(view)
+    view.filters.gender = ["Female"]
+    assert _figure_on_screen(view) is figure
+    (bars,) = [r for r in figure.renderers if type(r.glyph).__name__ == "VBar"]
+    shown = dict(zip(bars.data_source.data["education"], bars.data_source.data["people"], strict=True))
+    expected = input_frame[input_frame["gender"] == "Female"]["education"].value_counts().to_dict()
+    assert shown == expected
+    assert figure.y_range.end < input_frame["education"].value_counts().max()  # the axis fits the new bars
+    view.measure = "mean_age"
+    assert _figure_on_screen(view) is not figure
+
+
+def test_grouped_bars_redrawn_in_place_keep_one_whisker_set_and_true_legend(store: DataStore) -> None:
+    """The hooks run again on each result drawn into a figure: the error bars are
+    replaced (not added to), and each legend entry points at a reliable row of the
+    new data."""
+    from bokeh.document import Document
+
+    view = _visualize(store)
+    view.set_spec(ChartSpec("grouped", "race", "income", "share_over_50k"))
+    view.param.update(chart_type="grouped", x="race", group="gender", measure="share_over_50k")
+    pn.panel(view).get_root(Document())
+    figure = _figure_on_screen(view)
+    for ages in ((17, 40), (41, 90), (25, 30)):
+        view.filters.age = ages
+        assert _figure_on_screen(view) is figure
+        whiskers = [a for a in figure.center if getattr(a, "name", None) == "interval-whiskers"]
+        assert len(whiskers) == 1
+        finite = view.result.data[["ci_low", "ci_high"]].notna().all(axis=1).sum()
+        assert len(whiskers[0].source.data["base"]) == finite
+        (bars,) = [r for r in figure.renderers if type(r.glyph).__name__ == "VBar"]
+        source = bars.data_source.data
+        for item in figure.legend[0].items:
+            rows = [i for i, name in enumerate(source["gender"]) if name == item.label.value]
+            assert item.index in rows
+            if any(source["reliable"][i] for i in rows):
+                assert source["reliable"][item.index]
