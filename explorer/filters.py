@@ -33,6 +33,8 @@ from typing import Any, Final
 
 import panel as pn
 import param
+from panel.io.document import hold, unlocked
+from panel.io.state import set_curdoc
 from sqlalchemy.exc import SQLAlchemyError
 
 from warehouse.contract import (
@@ -154,7 +156,10 @@ class FilterPanel(pn.viewable.Viewer):
     def _sync(self) -> None:
         built = self.build_filter()
         if self.people_filter is None or built != self.people_filter:
-            with param.edit_constant(self):
+            # What the change redraws (the summary, the chart, the URL) goes to the browser
+            # as one message (Panel sends a widget callback's changes one by one), so the
+            # page is laid out once, not once per pane.
+            with hold(), param.edit_constant(self):
                 self.people_filter = built
 
     def build_filter(self) -> PeopleFilter:
@@ -342,7 +347,10 @@ class FilterPanel(pn.viewable.Viewer):
             self._facets_pending = False
             facets = None if future.exception() is not None else future.result()
             if facets is not None and self.people_filter == people_filter:
-                self._show_facets(facets)
+                # All the filters' counts in one message: the browser lays the page out
+                # once, not once per filter (each costs about 10 ms there).
+                with set_curdoc(document), unlocked():
+                    self._show_facets(facets)
             if self._facets_again or self.people_filter != people_filter:
                 self._facets_changed(None)  # the filter moved on meanwhile
 

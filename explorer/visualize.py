@@ -18,6 +18,7 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import NumeralTickFormatter
+from panel.io.document import hold
 from sqlalchemy.exc import SQLAlchemyError
 
 from explorer.filters import FilterPanel
@@ -1040,7 +1041,8 @@ class VisualizeView(pn.viewable.Viewer):
         if holder is not None:
             holder.loading = True
         try:
-            self.result = make_chart(self.store, self.spec, self.filters.people_filter)
+            with hold():  # the chart and its texts in one message (as FilterPanel._sync)
+                self.result = make_chart(self.store, self.spec, self.filters.people_filter)
         except SQLAlchemyError as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
             message = f"The database could not answer: {reason}. Reload the page to try again."
