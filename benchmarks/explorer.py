@@ -221,7 +221,7 @@ async ([low, want]) => {
     return false
   }
   const started = performance.now()
-  slider.value = [low, 100]
+  slider.value = [low, slider.end]  // (the slider's bounds are the data's: a drag cannot go past them)
   while (!shown()) {
     if (performance.now() - started > 60000) { return -1 }
     await new Promise((resolve) => setTimeout(resolve, 10))
