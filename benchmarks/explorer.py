@@ -197,6 +197,8 @@ SETUPS = {
     "compose": "compose default = python -m explorer: 1 process (EXPLORER_NUM_PROCS=1), 4 worker threads",
     "1proc-8threads": "1 process, EXPLORER_NUM_THREADS=8",
     "2procs-4threads": "EXPLORER_NUM_PROCS=2, 4 worker threads each",
+    # A process per core and no threads: no two callbacks share an interpreter lock.
+    "2procs-nothreads": "EXPLORER_NUM_PROCS=2, callbacks on each process's event loop",
 }
 
 # JavaScript run in a page: find a Bokeh model in the page's document.
@@ -238,8 +240,10 @@ def _setup_command(setup: str, port: int) -> tuple[list[str], dict[str, str]]:
     import sys
 
     env = {"EXPLORER_WARM_DELAY": "0", "EXPLORER_PORT": str(port), "EXPLORER_NUM_PROCS": "1"}
-    env["EXPLORER_NUM_THREADS"] = {"1proc-nothreads": "0", "1proc-8threads": "8"}.get(setup, "4")
-    if setup == "2procs-4threads":
+    env["EXPLORER_NUM_THREADS"] = {"1proc-nothreads": "0", "1proc-8threads": "8", "2procs-nothreads": "0"}.get(
+        setup, "4"
+    )
+    if setup.startswith("2procs"):
         env["EXPLORER_NUM_PROCS"] = "2"
     return [sys.executable, "-m", "explorer", "--address", "127.0.0.1"], env
 
