@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import panel as pn
 import param
-from panel.io.document import hold, unlocked
+from panel.io.document import hold
 from panel.io.state import set_curdoc
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -349,7 +349,7 @@ class FilterPanel(pn.viewable.Viewer):
             if facets is not None and self.people_filter == people_filter:
                 # All the filters' counts in one message: the browser lays the page out
                 # once, not once per filter (each costs about 10 ms there).
-                with set_curdoc(document), unlocked():
+                with set_curdoc(document), hold():
                     self._show_facets(facets)
             if self._facets_again or self.people_filter != people_filter:
                 self._facets_changed(None)  # the filter moved on meanwhile
