@@ -242,7 +242,13 @@ def build(store: DataStore | None = None, query: dict[str, list[str]] | None = N
     url = store.url if store is not None else get_settings().database_url
     missing = missing_file_message(url, UPLOAD_HINT)
     store = store or DataStore(url=url)  # its engine only reads (warehouse.db.make_read_engine)
-    template = pn.template.BootstrapTemplate(title=TITLE, header_background="#2f4f6f", main_max_width="1600px")
+    # No header busy spinner: Panel's busy flag is one for the whole process, so every
+    # session's spinner turned on whenever any analyst's callback ran (a wrong signal),
+    # and each callback updated every open session's spinner (8 analysts: 16 updates
+    # sent per filter change). Each view shows its own loading state instead.
+    template = pn.template.BootstrapTemplate(
+        title=TITLE, header_background="#2f4f6f", main_max_width="1600px", busy_indicator=None
+    )
     install(template)  # page script (ARIA, focus, Back/Forward) and the theme switch
     try:
         if missing:  # say so; opening it would create an empty file

@@ -16,15 +16,13 @@ page's websocket, which holds it in memory once.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from html import escape as html_escape
 from pathlib import Path
@@ -39,23 +37,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from explorer import downloads, export_jobs
 from explorer.browse import display_frame
 from explorer.dictionary import column_tooltips, columns_help
+from explorer.export_jobs import EXCEL_MAX_DATA_ROWS, INTEGER_COLUMNS, ExportTooLarge, PeopleRows, write_export
 from explorer.filters import FilterPanel
 from explorer.store import DataStore
-from warehouse.domain import NUMERIC_COLUMNS
 from warehouse.query import PEOPLE_COLUMNS, PeopleFilter, column_title
 
 log = logging.getLogger(__name__)
 
 FORMATS: Final[dict[str, str]] = {"CSV": "csv", "Excel": "xlsx", "JSON": "json", "Parquet": "parquet"}
-EXCEL_MAX_DATA_ROWS: Final = 1_048_575  # 1,048,576 rows per sheet, less the header
 BATCH_SIZE: Final = 10_000
 PREVIEW_ROWS: Final = 10
 POLL_MS: Final = 300  # how often the page's progress bar is brought up to date
-INTEGER_COLUMNS: Final = frozenset({"id", *NUMERIC_COLUMNS})
-
-
-class ExportTooLarge(ValueError):
-    pass
 
 
 def export_problem(fmt: str, rows: int) -> str | None:
@@ -95,80 +87,6 @@ def _filter_slug(conditions: Sequence[str]) -> str:
             return "-".join(kept) + f"-and-{len(slugs) - index}-more-filters"
         kept.append(slug)
     return "-".join(kept)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)
-
-
-def write_export(
-    batches: Iterable[list[tuple[Any, ...]]],
-    columns: Sequence[str],
-    fmt: str,
-    path: Path,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Write batches of rows to `path` in the given format; returns the number of data rows."""
-    written = 0
-    columns = list(columns)
-    if fmt == "CSV":
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for batch in batches:
-                writer.writerows(batch)
-                written += len(batch)
-                if progress:
-                    progress(written)
-    elif fmt == "JSON":  # one JSON array of objects (what a .json reader expects), written batch by batch
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write("[")
-            separator = "\n"
-            for batch in batches:
-                for row in batch:
-                    record = {c: _json_value(v) for c, v in zip(columns, row, strict=True)}
-                    handle.write(separator + json.dumps(record, ensure_ascii=False))
-                    separator = ",\n"
-                written += len(batch)
-                if progress:
-                    progress(written)
-            handle.write("\n]\n")
-    elif fmt == "Parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        # A fixed schema: a batch whose column is all missing must not change its type.
-        schema = pa.schema([(c, pa.int64() if c in INTEGER_COLUMNS else pa.string()) for c in columns])
-        with pq.ParquetWriter(path, schema) as writer:
-            for batch in batches:
-                arrays = list(zip(*batch, strict=True)) if batch else [[] for _ in columns]
-                table = pa.Table.from_arrays(
-                    [pa.array(list(a), type=schema.field(i).type) for i, a in enumerate(arrays)], schema=schema
-                )
-                writer.write_table(table)
-                written += len(batch)
-                if progress:
-                    progress(written)
-    elif fmt == "Excel":
-        from openpyxl import Workbook
-
-        workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet("people")
-        sheet.append(columns)  # the same headers as CSV, JSON and Parquet: the column names
-        for batch in batches:
-            if written + len(batch) > EXCEL_MAX_DATA_ROWS:
-                raise ExportTooLarge(f"more than {EXCEL_MAX_DATA_ROWS:,} rows do not fit in an Excel sheet")
-            for row in batch:
-                sheet.append(list(row))
-            written += len(batch)
-            if progress:
-                progress(written)
-        workbook.save(path)
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
-    return written
 
 
 class DownloadTrigger(JSComponent):
@@ -371,8 +289,7 @@ class ExportView(pn.viewable.Viewer):
             filename=export_filename(fmt, people_filter, columns, rows),
             columns=columns,
             rows_expected=rows,
-            batches=lambda: self.store.iter_people(people_filter, columns, BATCH_SIZE),
-            write=write_export,
+            rows=PeopleRows(self.store.url, people_filter.to_params(), tuple(columns), BATCH_SIZE),
         )
         self.job = export_jobs.start(job)
         self.problem.visible = False

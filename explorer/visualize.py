@@ -1041,7 +1041,7 @@ class VisualizeView(pn.viewable.Viewer):
         if holder is not None:
             holder.loading = True
         try:
-            with hold():  # the chart and its texts in one message (as FilterPanel._sync)
+            with hold(freeze=True):  # the chart and its texts in one message (as FilterPanel._sync)
                 self.result = make_chart(self.store, self.spec, self.filters.people_filter)
         except SQLAlchemyError as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]

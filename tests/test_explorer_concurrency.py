@@ -232,55 +232,73 @@ def test_two_sessions_export_png_at_once(server: str, new_page, tmp_path: Path) 
     assert len(names) == 2  # a bar chart and a line chart, each to its own session
 
 
-def _export_peak_bytes(url: str, rows: int) -> tuple[int, int]:
-    """Run the export job the server runs (everyone aged >= 17, first `rows` people by
-    id range) and return (peak Python memory while it ran, file size)."""
+def _export_peak_bytes(url: str, people_filter_params: dict[str, list[str]]) -> tuple[int, int, int, int]:
+    """Run the export job the server runs (in its own process, all columns, as CSV)
+    and return (rows written, the writing process's peak memory, file size, the peak
+    Python memory this process, the server's side of the job, allocated meanwhile)."""
     from explorer import export_jobs
-    from explorer.export_tab import BATCH_SIZE, write_export
-    from explorer.store import DataStore
-    from warehouse.query import PEOPLE_COLUMNS, PeopleFilter
+    from explorer.export_tab import BATCH_SIZE
+    from warehouse.query import PEOPLE_COLUMNS
 
-    store = DataStore(url)
-    people_filter = PeopleFilter()
     columns = list(PEOPLE_COLUMNS)
-
-    def batches() -> Iterator[list[tuple[object, ...]]]:
-        sent = 0
-        for batch in store.iter_people(people_filter, columns, BATCH_SIZE):
-            if sent >= rows:
-                return
-            yield batch[: rows - sent]
-            sent += len(batch[: rows - sent])
-
     job = export_jobs.ExportJob(
         fmt="CSV",
         filename="memory.csv",
         columns=columns,
-        rows_expected=rows,
-        batches=batches,
-        write=write_export,
+        rows_expected=0,
+        rows=export_jobs.PeopleRows(url, people_filter_params, tuple(columns), BATCH_SIZE),
     )
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         job.run()
-        _, peak = tracemalloc.get_traced_memory()
+        _, server_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert job.state == "done" and job.written == rows, job.error
-    size = job.bytes
+    assert job.state == "done", job.error
+    assert job.path is not None and job.bytes == job.path.stat().st_size
+    with job.path.open(encoding="utf-8") as handle:
+        assert sum(1 for _ in handle) == job.written + 1  # the header, then every row the job counted
+    result = job.written, job.peak_bytes, job.bytes, server_peak
     job.discard()
-    return peak, size
+    return result
 
 
 def test_export_memory_does_not_grow_with_the_rows(large_url: str, export_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from explorer.store import DataStore
+    from warehouse.query import PeopleFilter
+
     monkeypatch.setenv("EXPLORER_EXPORT_DIR", str(export_dir))
-    small_peak, small_size = _export_peak_bytes(large_url, 50_000)
-    large_peak, large_size = _export_peak_bytes(large_url, 200_000)
-    assert large_size > 3.5 * small_size
-    # Four times the rows, about the same peak: bounded by the 10,000-row batch, not the file.
-    assert large_peak < 1.25 * small_peak + 2_000_000, (small_peak, large_peak)
-    assert large_peak < 40_000_000, large_peak
+    few, everyone = {"age_max": ["25"]}, {}
+    store = DataStore(large_url)
+    small_rows, small_peak, small_size, _ = _export_peak_bytes(large_url, few)
+    large_rows, large_peak, large_size, server_peak = _export_peak_bytes(large_url, everyone)
+    assert small_rows == store.count(PeopleFilter.from_params(few))
+    assert large_rows == store.count(PeopleFilter()) > 4 * small_rows
+    assert large_size > 4 * small_size
+    # Over four times the rows, about the same peak: bounded by the 10,000-row batch, not the file.
+    assert 0 < large_peak < small_peak + 8_000_000, (small_peak, large_peak)
+    # The server only reads the child's progress lines: its memory does not follow the file.
+    assert server_peak < 1_000_000, server_peak
+
+
+def test_an_export_that_fails_says_why_in_one_line(export_dir: Path, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from explorer import export_jobs
+
+    monkeypatch.setenv("EXPLORER_EXPORT_DIR", str(export_dir))
+    missing = f"sqlite:///{tmp_path / 'gone.db'}"
+    job = export_jobs.ExportJob(
+        fmt="CSV",
+        filename="gone.csv",
+        columns=["age"],
+        rows_expected=0,
+        rows=export_jobs.PeopleRows(missing, {}, ("age",), 100),
+    )
+    job.run()
+    assert job.state == "failed"
+    assert "\n" not in job.error and "Traceback" not in job.error
+    assert "gone.db" in job.error or "unable to open" in job.error, job.error
+    assert not list(export_dir.glob("*/gone.csv*"))  # nothing half-written is left
 
 
 def test_a_hung_render_is_cut_off_and_the_next_export_works() -> None:
