@@ -102,6 +102,16 @@ class DataStore(param.Parameterized):
     def engine(self) -> Engine:
         return engine_for(self.url)
 
+    def answers_from_copy(self) -> bool:
+        """Whether counts and aggregates come from the analytic copy right now (tens of
+        milliseconds), not from SQL (up to seconds on a large table): it is held and
+        holds the committed data. One version-stamp read."""
+        try:
+            with self.engine.connect() as connection:
+                return analytics.is_current(connection)
+        except SQLAlchemyError:
+            return False
+
     def check(self) -> bool:
         """Look at the database once: reachable? loaded? Sets status and message."""
         where = describe(self.url)

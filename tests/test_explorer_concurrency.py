@@ -9,6 +9,7 @@ memory does not grow with its number of rows.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -205,6 +206,48 @@ def test_other_sessions_stay_responsive_while_one_exports_everything(
     expect(exporter.get_by_text(f"Exported {shown:,} rows")).to_be_visible()
     # Sent, so deleted: nothing is left in the export directory.
     seconds_until(lambda: not any(export_dir.iterdir()), limit=10)
+
+
+def test_a_chart_query_that_waits_holds_up_only_its_own_session(  # type: ignore[no-untyped-def]
+    postgres_server, new_page, export_dir: Path, tmp_path: Path
+) -> None:
+    """Callbacks on the event loop (the default), aggregates answered in SQL (no
+    analytic copy, as while it is being built): one analyst's chart query waits on a
+    lock another transaction holds on the `gender` table (her filter reads it);
+    another analyst turns a page of a table that does not need it (countries, with
+    their people) meanwhile, and it comes back at once. The chart follows when the
+    lock is gone. With the chart computed on the loop, the page turn waited too."""
+    from sqlalchemy import text
+
+    from warehouse.config import DEFAULT_SOURCE
+
+    url = postgres_server.create_database("explorer_waiting_chart")
+    engine = make_engine(url)
+    upload(engine, DEFAULT_SOURCE, progress=False)
+    serve = contextlib.contextmanager(_serve)
+    with serve(url, export_dir, tmp_path / "serve.log", num_threads=0, COLUMNAR_MAX_ROWS="0") as base:
+        charting = new_page()
+        charting.goto(f"{base}?tab=visualize")
+        note = charting.get_by_text(re.compile(r"^[\d,]+ people match")).first
+        note.wait_for()
+        before = note.inner_text()
+        browsing = new_page()
+        browsing.goto(f"{base}?tab=browse&table=native_country")
+        browsing.get_by_text("· page 1 of 2").wait_for()
+        with engine.connect() as locker:
+            transaction = locker.begin()
+            locker.execute(text("LOCK TABLE gender IN ACCESS EXCLUSIVE MODE"))
+            choose(charting, "Gender", "Female")
+            time.sleep(1)  # the chart's query is waiting for the lock by now
+            browsing.locator("button.tabulator-page[data-page=next]").click()
+            page_turn = seconds_until(lambda: browsing.get_by_text("· page 2 of 2").count() > 0, limit=20)
+            assert not changed(note, before), "the chart was answered while a table it reads was locked"
+            transaction.rollback()
+        chart = seconds_until(lambda: changed(note, before))
+    engine.dispose()
+    print(f"while a chart query waited: page turn {page_turn:.2f} s; chart {chart:.2f} s after the lock went")
+    assert page_turn < INTERACTION_LIMIT_S, f"the page turn took {page_turn:.2f} s while another chart waited"
+    assert shown_number(note.inner_text()) < shown_number(before)
 
 
 def test_an_export_can_be_cancelled_and_leaves_no_file(server: str, new_page, export_dir: Path) -> None:  # type: ignore[no-untyped-def]
