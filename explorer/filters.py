@@ -24,10 +24,9 @@ Given a `DataStore`, the panel also:
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final
 
@@ -37,6 +36,7 @@ from panel.io.document import hold
 from panel.io.state import set_curdoc
 from sqlalchemy.exc import SQLAlchemyError
 
+from explorer.background import answer_on_loop
 from warehouse.contract import (
     ATTRIBUTES,
     CATEGORY_COLUMNS,
@@ -55,7 +55,6 @@ __all__ = ["CATEGORY_FILTERS", "RANGE_FILTERS", "UNKNOWN_LABEL", "FacetChoice", 
 RANGE_FILTERS: Final = in_filter_order(RANGE_COLUMNS)
 CATEGORY_FILTERS: Final = in_filter_order(CATEGORY_COLUMNS)
 RANGE_STEPS: Final = {column: ATTRIBUTES[column].step for column in RANGE_FILTERS}
-log = logging.getLogger(__name__)
 # Facet counts of served sessions run here, off the event loop (they only read; the
 # results are shown on the loop). Two threads: the machine's cores, shared by all sessions.
 _facet_pool: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="facets")
@@ -344,9 +343,8 @@ class FilterPanel(pn.viewable.Viewer):
 
     def _count_in_thread(self, document: Any) -> None:
         people_filter = self.people_filter
-        future = _facet_pool.submit(self._count_facets, people_filter)
 
-        def show() -> None:
+        def show(future: Future[dict[str, list[dict[str, Any]]] | None]) -> None:
             self._facets_pending = False
             facets = None if future.exception() is not None else future.result()
             if facets is not None and self.people_filter == people_filter:
@@ -357,13 +355,7 @@ class FilterPanel(pn.viewable.Viewer):
             if self._facets_again or self.people_filter != people_filter:
                 self._facets_changed(None)  # the filter moved on meanwhile
 
-        def hand_over(_future: Any) -> None:
-            try:
-                document.add_next_tick_callback(show)
-            except Exception:  # noqa: BLE001 - the page was closed meanwhile: nothing to show
-                log.debug("facet counts for a closed session dropped")
-
-        future.add_done_callback(hand_over)
+        answer_on_loop(_facet_pool, document, lambda: self._count_facets(people_filter), show, "facet counts")
 
     def _count_facets(self, people_filter: PeopleFilter) -> dict[str, list[dict[str, Any]]] | None:
         started = time.perf_counter()

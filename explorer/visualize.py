@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import html
 import io
-import logging
 import textwrap
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
@@ -24,6 +23,7 @@ from panel.io.document import hold
 from panel.io.state import set_curdoc
 from sqlalchemy.exc import SQLAlchemyError
 
+from explorer.background import answer_on_loop
 from explorer.filters import FilterPanel
 from explorer.store import DataStore
 from warehouse.config import get_settings
@@ -969,7 +969,6 @@ def footnote_parts(result: ChartResult) -> list[str]:
 # The chart's options besides type, axes and measure (each in the page URL, see ChartSpec.to_params).
 CHART_OPTIONS: Final = ("weighted", "order", "hide_small", "confidence")
 
-log = logging.getLogger(__name__)
 # Served pages' charts answered in SQL are computed here, off the event loop (VisualizeView._update).
 _chart_pool: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chart")
 
@@ -1067,9 +1066,8 @@ class VisualizeView(pn.viewable.Viewer):
         self._computing, self._compute_again = True, False
         self._set_loading(True)
         spec, people_filter = self.spec, self.filters.people_filter
-        future = _chart_pool.submit(self._compute, spec, people_filter)
 
-        def show() -> None:
+        def show(future: Future[ChartResult]) -> None:
             self._computing = False
             with set_curdoc(document):
                 if self._compute_again or (spec, people_filter) != (self.spec, self.filters.people_filter):
@@ -1077,13 +1075,7 @@ class VisualizeView(pn.viewable.Viewer):
                 else:
                     self._show(future.result())
 
-        def hand_over(_future: Any) -> None:
-            try:
-                document.add_next_tick_callback(show)
-            except Exception:  # noqa: BLE001 - the page was closed meanwhile: nothing to show
-                log.debug("chart for a closed session dropped")
-
-        future.add_done_callback(hand_over)
+        answer_on_loop(_chart_pool, document, lambda: self._compute(spec, people_filter), show, "chart")
 
     def _compute(self, spec: ChartSpec, people_filter: PeopleFilter) -> ChartResult:
         try:
