@@ -12,18 +12,20 @@ UPDATE of person.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, Executable, select, update
+from sqlalchemy import Connection, Engine, Executable, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from loaders.upload import upload
 from tests.conftest import INPUT
 from warehouse import aggregates, analytics
 from warehouse.contract import CATEGORY_COLUMNS, GROUPABLE_NUMBERS, UNKNOWN
-from warehouse.db import make_engine
+from warehouse.db import make_engine, make_read_engine
 from warehouse.domain import CATEGORIES, RANGES
 from warehouse.models import Person
 from warehouse.query import PeopleFilter
@@ -286,6 +288,36 @@ def test_a_request_does_not_wait_for_a_build_in_progress(sqlite_census_url: str)
         with slot.lock, engine.connect() as connection:  # the lock: a build in progress elsewhere
             assert analytics.current(connection) is None
             assert aggregates.count_people(connection, PeopleFilter()) == 48842  # answered in SQL
+    finally:
+        engine.dispose()
+
+
+def test_a_copy_that_takes_longer_than_one_statement_may_is_still_built(
+    sqlite_census_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API bounds every statement (API_STATEMENT_TIMEOUT); copying 10,000,000
+    people takes longer than that in all, so each batch of the read gets the bound
+    afresh. Here: 10 batches, each made 0.15 s slower, under a 0.5 s bound."""
+    engine = make_read_engine(sqlite_census_url, statement_timeout_s=0.5)
+    monkeypatch.setattr(analytics, "BATCH_ROWS", 5_000)
+    as_array = analytics._as_array
+
+    def slow_as_array(batch: Any, width: int) -> Any:
+        time.sleep(0.15)
+        return as_array(batch, width)
+
+    monkeypatch.setattr(analytics, "_as_array", slow_as_array)
+    try:
+        with engine.connect() as connection:
+            started = time.monotonic()
+            copy = analytics.build(connection, directory=tmp_path)
+            took = time.monotonic() - started
+        assert copy.rows == 48_842 and took > 1.0  # twice the bound, and every person copied
+        copy.close()
+        with engine.connect() as connection, pytest.raises(OperationalError, match="interrupted"):
+            connection.execute(
+                text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n")
+            )
     finally:
         engine.dispose()
 

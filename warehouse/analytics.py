@@ -64,6 +64,7 @@ from sqlalchemy.pool import QueuePool
 
 from warehouse.config import columnar_max_rows, get_settings
 from warehouse.contract import UNKNOWN
+from warehouse.db import renew_deadline
 from warehouse.domain import RANGES
 from warehouse.filters import PeopleFilter
 from warehouse.models import DIMENSIONS, Load, Person
@@ -386,8 +387,16 @@ def _batches(connection: Connection, size: int) -> Iterator[Sequence[tuple[Any, 
     is_postgres = connection.dialect.name == "postgresql"
     cursor = driver.cursor(name="census_analytic_copy") if is_postgres else driver.cursor()  # type: ignore[union-attr]
     try:
+        # Each batch gets the engine's statement deadline afresh: the whole copy of
+        # 10,000,000 people takes longer than one statement may (the API's 10 s),
+        # and interrupted, it was started again and again and never finished.
+        renew_deadline(connection)
         cursor.execute(str(compiled), parameters)
-        while batch := cursor.fetchmany(size):
+        while True:
+            renew_deadline(connection)
+            batch = cursor.fetchmany(size)
+            if not batch:
+                break
             yield batch
     finally:
         cursor.close()

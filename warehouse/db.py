@@ -171,6 +171,7 @@ def bound_query_time(
             return
         deadline = [float("inf")]
         record.info["deadline"] = deadline
+        record.info["statement_s"] = statement_s
 
         def past_deadline() -> int:
             return 1 if time.monotonic() > deadline[0] else 0  # non-zero interrupts the statement
@@ -183,6 +184,15 @@ def bound_query_time(
     @event.listens_for(engine, "before_cursor_execute")
     def _sqlite_deadline(connection, _cursor, _statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
         extend_deadline(connection, statement_s)
+
+
+def renew_deadline(connection: Connection) -> None:
+    """A fresh statement deadline (the engine's own limit) for the next part of a
+    long read through the driver's cursor, which SQLAlchemy's event does not see
+    (SQLite; a no-op elsewhere, where each FETCH is a statement of its own)."""
+    seconds = connection.connection.info.get("statement_s")
+    if seconds is not None:
+        extend_deadline(connection, seconds)
 
 
 def extend_deadline(connection: Connection, seconds: float) -> None:
