@@ -23,7 +23,7 @@ from api.errors import public_reason, raw_reason
 from warehouse import analytics
 from warehouse.config import Settings, get_settings
 from warehouse.contract import column_title
-from warehouse.db import DatabaseUnavailable, extend_deadline, make_read_engine
+from warehouse.db import DatabaseUnavailable, make_read_engine, renew_deadline
 from warehouse.domain import CATEGORIES
 from warehouse.estimates import Columns, sample_and_weighted
 from warehouse.models import Load
@@ -259,12 +259,11 @@ class CensusService:
         cursor (memory bounded by one batch). Each batch gets a fresh statement
         deadline, so an export of any size is bounded per batch, not in total."""
         statement = select_people(people_filter, fields, sort, limit, offset)
-        timeout = get_settings().api_statement_timeout_s
         with self.engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
             keys = list(result.keys())
             while True:
-                extend_deadline(connection, timeout)
+                renew_deadline(connection)
                 rows = result.fetchmany(batch_size)
                 if not rows:
                     break

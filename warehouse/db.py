@@ -183,23 +183,18 @@ def bound_query_time(
 
     @event.listens_for(engine, "before_cursor_execute")
     def _sqlite_deadline(connection, _cursor, _statement, _parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        extend_deadline(connection, statement_s)
+        renew_deadline(connection)
 
 
 def renew_deadline(connection: Connection) -> None:
-    """A fresh statement deadline (the engine's own limit) for the next part of a
-    long read through the driver's cursor, which SQLAlchemy's event does not see
-    (SQLite; a no-op elsewhere, where each FETCH is a statement of its own)."""
-    seconds = connection.connection.info.get("statement_s")
-    if seconds is not None:
-        extend_deadline(connection, seconds)
-
-
-def extend_deadline(connection: Connection, seconds: float) -> None:
-    """Give the statement running on `connection` `seconds` more (SQLite; a no-op elsewhere).
-    Streaming exports call it before each batch, so a long export is bounded per batch."""
-    deadline = connection.connection.info.get("deadline")
-    if deadline is not None:
+    """Give the statement running on `connection` the engine's own bound afresh
+    (SQLite; a no-op elsewhere, where each FETCH is a statement of its own).
+    Every statement gets it at execution; a long read through one cursor (an
+    export, the analytic copy) calls it before each batch, so it is bounded per
+    batch, not in total."""
+    info = connection.connection.info
+    deadline, seconds = info.get("deadline"), info.get("statement_s")
+    if deadline is not None and seconds is not None:
         deadline[0] = time.monotonic() + seconds
 
 
