@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from benchmarks.synthetic import write_synthetic
-from loaders.upload import UPLOAD_LOCK_KEY, upload
+from loaders.upload import UPLOAD_LOCK_KEY, load_tables, upload
 from tests.test_upload import GOOD, HEADER, ROOT, _cli, _count, _write
 from warehouse.db import make_engine
 from warehouse.models import Load, Person, people
@@ -100,9 +100,13 @@ def test_an_upload_that_waits_too_long_exits_3(tmp_path: Path, backend: str, req
 
 
 @pytest.mark.postgres
-def test_readers_never_wait_during_a_postgres_replace(postgres_engine: Engine, large_files: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("mode", ["--replace", "--append"])
+def test_readers_never_wait_during_a_postgres_replace_or_append(
+    postgres_engine: Engine, large_files: tuple[Path, Path], mode: str
+) -> None:
     """Point 5: dropping the live table's indexes and foreign keys locked readers out
-    for the whole --replace (16 s for a million rows)."""
+    for the whole --replace (16 s for a million rows). A large append goes into a
+    load table of its own, attached to person at the end."""
     first, second = large_files
     upload(postgres_engine, first, progress=False)
     with postgres_engine.connect() as connection:
@@ -132,7 +136,7 @@ def test_readers_never_wait_during_a_postgres_replace(postgres_engine: Engine, l
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        replacing = _start(second, "--replace", "--url", postgres_engine.url.render_as_string(hide_password=False))
+        replacing = _start(second, mode, "--url", postgres_engine.url.render_as_string(hide_password=False))
         status = replacing.wait(timeout=600)
         time.sleep(0.3)
     finally:
@@ -144,11 +148,18 @@ def test_readers_never_wait_during_a_postgres_replace(postgres_engine: Engine, l
     assert len(waits) > 20  # the reader really ran during the replace
     assert max(waits) < 1.0, f"a reader waited {max(waits):.2f} s"
     # The old people, then the new ones: never a partial load.
-    assert len(states) == 2 and {count for count, _ in states} == {LARGE_ROWS}
     with postgres_engine.connect() as connection:
-        assert connection.scalar(select(func.min(Person.id))) > old_max_id  # ids never reused
-        assert connection.scalar(select(func.count()).select_from(people)) == LARGE_ROWS
-    print(f"longest reader wait during the replace: {max(waits) * 1000:.0f} ms over {len(waits)} queries")
+        first_id = connection.scalar(select(func.min(Person.id)))
+        if mode == "--replace":
+            assert len(states) == 2 and {count for count, _ in states} == {LARGE_ROWS}
+            assert first_id > old_max_id  # ids never reused
+            assert connection.scalar(select(func.count()).select_from(people)) == LARGE_ROWS
+        else:
+            assert states == {(LARGE_ROWS, first_id), (2 * LARGE_ROWS, first_id)}
+            appended = select(func.count()).select_from(Person.__table__).where(Person.id > old_max_id)
+            assert connection.scalar(appended) == LARGE_ROWS  # new ids, after the old ones
+            assert len(load_tables(connection)) == 1
+    print(f"longest reader wait during the {mode[2:]}: {max(waits) * 1000:.0f} ms over {len(waits)} queries")
 
 
 def _wait_for_copy(engine: Engine, loading: subprocess.Popen[str]) -> int:

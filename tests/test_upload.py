@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, Integer, func, select
+from sqlalchemy import Connection, Engine, Integer, func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from loaders import upload as upload_module
 from loaders.upload import StrictModeError, file_sha256, upload
 from tests.conftest import INPUT, UCI_DIR, UCI_FIRST_ROW
 from warehouse.models import Load, Person, RejectedRow, people
 from warehouse.schema import create_schema
+from warehouse.tables import list_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = INPUT.read_text(encoding="utf-8").splitlines()[0]
@@ -250,6 +252,77 @@ def test_failure_midway_leaves_the_database_unchanged(
         upload(engine, INPUT, replace=True, chunk_size=10_000, progress=False)
     monkeypatch.undo()
     pd.testing.assert_frame_equal(_people_frame(engine), before[0])
+
+
+def _resampled(tmp_path: Path, name: str, rows: int, seed: int) -> Path:
+    """`rows` people drawn from the input (a file of other rows for each seed)."""
+    frame = pd.read_csv(INPUT).sample(n=rows, replace=True, random_state=seed)
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _index_columns(connection: Connection, table: str) -> set[str]:
+    """Each index's column list on `table`, from pg_indexes (names differ per table)."""
+    definitions = connection.scalars(text("SELECT indexdef FROM pg_indexes WHERE tablename = :t"), {"t": table})
+    return {definition.split(" USING ", 1)[1] for definition in definitions}
+
+
+@pytest.mark.postgres
+def test_large_appends_on_postgres_index_only_their_own_rows(tmp_path: Path, postgres_engine: Engine) -> None:
+    """A large append loads into a table of its own that inherits from person:
+    readers see every person through person and the people view, the new table
+    has person's indexes and enforced foreign keys, the explorer does not list
+    it, and the fifth one merges them all back into person."""
+    engine = postgres_engine
+    upload(engine, _resampled(tmp_path, "first.csv", 1_500, seed=0), progress=False)
+    appended = [
+        upload(engine, _resampled(tmp_path, f"more{n}.csv", 1_500, seed=n), progress=False)
+        for n in range(1, upload_module.MAX_LOAD_TABLES + 1)
+    ]
+    with engine.connect() as connection:
+        children = upload_module.load_tables(connection)
+        assert children == [f"person_load_{result.load_id}" for result in appended]
+        assert int(connection.scalar(text(f"SELECT count(*) FROM ONLY {children[0]}"))) == 1_500
+        assert _index_columns(connection, children[0]) == _index_columns(connection, "person")
+        ids = connection.execute(text("SELECT load_id, min(id), max(id) FROM person GROUP BY load_id ORDER BY 1")).all()
+        assert all(earlier[2] < later[1] for earlier, later in zip(ids, ids[1:]))  # ids keep increasing
+        assert "person_load" not in " ".join(name for name, _ in list_tables(connection))
+        with pytest.raises(IntegrityError, match="fk_person_gender_id_gender"):
+            connection.execute(
+                text(f"UPDATE {children[0]} SET gender_id = 99 WHERE id = (SELECT min(id) FROM {children[0]})")
+            )
+    assert _count(engine, people) == 1_500 * (1 + upload_module.MAX_LOAD_TABLES)
+    # A role that may read person and people (the Docker set-up's census_reader)
+    # reads the load tables' rows through them, with no grant of its own on them.
+    with engine.begin() as connection:
+        connection.execute(text("DROP ROLE IF EXISTS append_reader"))
+        connection.execute(text("CREATE ROLE append_reader"))
+        connection.execute(text("GRANT SELECT ON person, people TO append_reader"))
+    with engine.connect() as connection:
+        connection.execute(text("SET ROLE append_reader"))
+        assert connection.scalar(select(func.count()).select_from(people)) == 1_500 * (
+            1 + upload_module.MAX_LOAD_TABLES
+        )
+        connection.rollback()
+
+    merged = upload(engine, _resampled(tmp_path, "merge.csv", 1_500, seed=99), progress=False)
+    with engine.connect() as connection:
+        assert upload_module.load_tables(connection) == []
+        loads = connection.execute(select(Person.load_id, func.count()).group_by(Person.load_id)).all()
+    assert sorted(loads) == sorted(
+        [(appended[0].load_id - 1, 1_500), *((r.load_id, 1_500) for r in [*appended, merged])]
+    )
+
+    # --replace drops the load tables with the people they held.
+    upload(engine, _resampled(tmp_path, "after.csv", 1_500, seed=100), progress=False)
+    upload(engine, _resampled(tmp_path, "replacement.csv", 700, seed=101), replace=True, progress=False)
+    with engine.connect() as connection:
+        assert upload_module.load_tables(connection) == []
+    assert _count(engine, people) == 700
+    with engine.begin() as connection:
+        connection.execute(text("DROP OWNED BY append_reader"))
+        connection.execute(text("DROP ROLE append_reader"))
 
 
 def test_a_file_that_is_not_utf8_fails_naming_the_line(tmp_path: Path, sqlite_engine: Engine) -> None:
