@@ -107,33 +107,36 @@ def test_a_disk_too_small_for_the_final_copy_says_so(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_is_exit_130_and_rolls_back(tmp_path: Path) -> None:
-    """Point 4: Ctrl-C printed a raw KeyboardInterrupt traceback."""
+    """Point 4: Ctrl-C printed a raw KeyboardInterrupt traceback. Three times over:
+    a Ctrl-C that landed while pyarrow parsed a block was lost (pyarrow's own
+    handler), and the upload committed, in 4 of 10 tries."""
     url = sqlite_url(tmp_path / "census.db")
     first = _write(tmp_path, "\n".join([HEADER, GOOD]) + "\n", "first.csv")
     assert _cli(first, "--url", url).returncode == 0
     before = _state(url)
     big = write_synthetic(400_000, tmp_path / "big.csv")
-    loading = subprocess.Popen(
-        [sys.executable, "-m", "loaders.upload", str(big), "--url", url],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wal = tmp_path / "census.db-wal"
-    deadline = time.monotonic() + 120
-    # Interrupt once rows are being written (the write-ahead log grows).
-    while loading.poll() is None and time.monotonic() < deadline:
-        if wal.exists() and wal.stat().st_size > 4_000_000:
-            break
-        time.sleep(0.02)
-    assert loading.poll() is None, "the upload finished before it could be interrupted"
-    loading.send_signal(signal.SIGINT)
-    status = loading.wait(timeout=120)
-    out, err = loading.communicate()
-    assert status == 130, err
-    assert err == "error: interrupted; nothing was loaded\n"
-    assert _state(url) == before
+    for _ in range(3):
+        loading = subprocess.Popen(
+            [sys.executable, "-m", "loaders.upload", str(big), "--url", url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wal = tmp_path / "census.db-wal"
+        deadline = time.monotonic() + 120
+        # Interrupt once rows are being written (the write-ahead log grows).
+        while loading.poll() is None and time.monotonic() < deadline:
+            if wal.exists() and wal.stat().st_size > 4_000_000:
+                break
+            time.sleep(0.02)
+        assert loading.poll() is None, "the upload finished before it could be interrupted"
+        loading.send_signal(signal.SIGINT)
+        status = loading.wait(timeout=120)
+        out, err = loading.communicate()
+        assert status == 130, err or out
+        assert err == "error: interrupted; nothing was loaded\n"
+        assert _state(url) == before
 
 
 def test_permission_denied_is_exit_2(tmp_path: Path) -> None:
