@@ -104,8 +104,12 @@ CHUNK_ROWS = 5_000
 # People per SQLite INSERT statement: 15 values each, under SQLite's 32,766
 # variables; 200 rows halved the insert time against one row per statement.
 SQLITE_ROWS_PER_STATEMENT = 200
-# SQLite sorter threads for index builds (the default is none).
+# SQLite sorter threads for index builds over at least SQLITE_SORT_THREADS_FROM
+# rows (the default is none): they took a 2,000,000-row rebuild from 3.5 s to
+# 3.0 s, and nothing off 1,000,000 rows, where their buffers added 5-8 MiB to the
+# upload's peak memory.
 SQLITE_SORT_THREADS = min(os.cpu_count() or 1, 4)
+SQLITE_SORT_THREADS_FROM = 2_000_000
 
 
 class StrictModeError(RuntimeError):
@@ -557,7 +561,8 @@ def _writer_for(connection: Connection, load_id: int, replace: bool, estimated_r
     existing = int(connection.scalar(select(func.count()).select_from(Person.__table__)) or 0)
     bulk = replace or existing == 0 or estimated_rows > APPEND_IN_PLACE_SHARE.get(dialect, 0.25) * existing
     if dialect != "postgresql":
-        return _SqliteWriter(connection, load_id, bulk=bulk, replace=replace)
+        rows_after = estimated_rows + (0 if replace else existing)
+        return _SqliteWriter(connection, load_id, bulk=bulk, replace=replace, rows_after=rows_after)
     if not bulk:
         return _PostgresWriter(connection, load_id, target=Person.__tablename__)
     if replace or existing == 0:
@@ -636,9 +641,10 @@ class _SqliteWriter(_BulkWriter):
     rows takes each group's values as one flat list (numpy's tolist). A missing
     label is MISSING_ID in the matrix and NULLIF(?, 0) makes it NULL."""
 
-    def __init__(self, connection: Connection, load_id: int, bulk: bool, replace: bool) -> None:
+    def __init__(self, connection: Connection, load_id: int, bulk: bool, replace: bool, rows_after: int) -> None:
         super().__init__(connection, load_id, bulk)
         self.replace = replace
+        self.rows_after = rows_after  # estimated: what the index builds will sort
         self._statements: dict[int, str] = {}
 
     def _insert_sql(self, rows: int) -> str:
@@ -685,25 +691,34 @@ class _SqliteWriter(_BulkWriter):
         if not self.bulk:
             self.connection.exec_driver_sql(f"PRAGMA cache_size={self._cache_kib}")
         if self.bulk:
-            # Each index build sorts every row; with helper threads SQLite sorts
-            # in parallel (the other core is idle by now): 2,000,000 rows, 3.5 s -> 3.0 s.
-            self.connection.exec_driver_sql(f"PRAGMA threads={SQLITE_SORT_THREADS}")
+            # Each index build sorts every row; helper threads sort in parallel
+            # (the other core is idle by now), which pays on large builds only.
+            if self.rows_after >= SQLITE_SORT_THREADS_FROM:
+                self.connection.exec_driver_sql(f"PRAGMA threads={SQLITE_SORT_THREADS}")
             for index in Person.__table__.indexes:
                 index.create(self.connection)
 
     def _write_people(self, matrix: np.ndarray) -> None:
-        per = SQLITE_ROWS_PER_STATEMENT
-        whole = len(matrix) // per * per
         cursor = self.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            if whole:
-                groups = matrix[:whole].reshape(-1, per * matrix.shape[1])
+            start = 0
+            for per in STATEMENT_SIZES:
+                whole = (len(matrix) - start) // per * per
+                if not whole:
+                    continue
+                groups = matrix[start : start + whole].reshape(-1, per * matrix.shape[1])
                 # A generator: one group's Python ints exist at a time.
                 cursor.executemany(self._insert_sql(per), (group.tolist() for group in groups))
-            if whole < len(matrix):
-                cursor.execute(self._insert_sql(len(matrix) - whole), matrix[whole:].ravel().tolist())
+                start += whole
         finally:
             cursor.close()
+
+
+# SQLITE_ROWS_PER_STATEMENT rows per statement, then powers of two for the rest
+# of a chunk. Chunks end at line boundaries, so their sizes vary: a statement for
+# each remainder size (up to 199 of them, each compiled and kept in the driver's
+# statement cache) cost several MiB; the powers of two are eight sizes.
+STATEMENT_SIZES = (SQLITE_ROWS_PER_STATEMENT, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
 class _PostgresWriter(_BulkWriter):
