@@ -247,7 +247,6 @@ def _upload(engine: Engine, source: Path, options: _Options) -> UploadResult:
     started = time.perf_counter()
     # The file is opened (and its kind recognised) before the database is touched.
     with SourceReader(source, chunk_size=options.chunk_size, encoding=options.encoding) as reader:
-        sha256 = file_sha256(source)
         estimated_rows = reader.size // (BYTES_PER_RECORD // 5 if reader.compressed else BYTES_PER_RECORD)
         if options.check_space:
             _check_free_space(engine, estimated_rows)
@@ -257,11 +256,16 @@ def _upload(engine: Engine, source: Path, options: _Options) -> UploadResult:
             create_schema_on(connection)
         try:
             with _upload_transaction(engine, options.wait_s) as connection:
-                previous = connection.execute(
-                    select(Load.id).where(Load.sha256 == sha256, Load.status == "loaded")
-                ).first()
-                if previous is not None and not options.replace:
-                    return UploadResult(load_id=previous.id, already_loaded=True)
+                sha256 = None
+                # With no current load, no file can be this one: the hash is then
+                # taken on the core the index builds leave idle (see _load).
+                if connection.execute(select(Load.id).where(Load.status == "loaded").limit(1)).first():
+                    sha256 = file_sha256(source)
+                    previous = connection.execute(
+                        select(Load.id).where(Load.sha256 == sha256, Load.status == "loaded")
+                    ).first()
+                    if previous is not None and not options.replace:
+                        return UploadResult(load_id=previous.id, already_loaded=True)
                 result = _load(connection, reader, source, sha256, estimated_rows, options)
         except _AlreadyLoaded as same:
             return UploadResult(load_id=same.load_id, already_loaded=True, same_rows_as=same.source_name)
@@ -272,7 +276,12 @@ def _upload(engine: Engine, source: Path, options: _Options) -> UploadResult:
 
 
 def _load(
-    connection: Connection, reader: SourceReader, source: Path, sha256: str, estimated_rows: int, options: _Options
+    connection: Connection,
+    reader: SourceReader,
+    source: Path,
+    sha256: str | None,
+    estimated_rows: int,
+    options: _Options,
 ) -> UploadResult:
     if reader.layout.ignored_columns:
         print(f"warning: ignoring column(s) {', '.join(reader.layout.ignored_columns)}", file=sys.stderr)
@@ -281,7 +290,7 @@ def _load(
         insert(Load)
         .values(
             source_name=source.name,
-            sha256=sha256,
+            sha256=sha256 or "",  # set at the end when not known yet
             started_at=datetime.now(UTC),
             status="running",
             rows_read=0,
@@ -317,11 +326,15 @@ def _load(
     if options.replace:
         _check_replacement(result, source, options.allow_empty)
         result.replaced_loads = _retire_loads(connection, load_id)
-    writer.finish()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="census-sha256") as hasher:
+        hashing = hasher.submit(file_sha256, source) if sha256 is None else None
+        writer.finish()
+        sha256 = hashing.result() if hashing is not None else sha256
     connection.execute(
         update(Load)
         .where(Load.id == load_id)
         .values(
+            sha256=sha256,
             rows_read=result.rows_read,
             rows_loaded=result.rows_loaded,
             rows_rejected=result.rows_rejected,
@@ -1102,9 +1115,17 @@ def main(argv: list[str] | None = None) -> int:
             message = message.replace("; nothing was loaded", f" ({_server_state(engine)}); nothing was loaded")
         print(message, file=sys.stderr)
         return status
+    finally:
+        if engine is not None:
+            engine.dispose()  # closes the connections (SQLite then removes its -wal and -shm files)
     print(_summary(result, args.source, where))
     return EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_status = main()
+    # Everything is committed (or rolled back) and closed: skip the interpreter's
+    # teardown of numpy, pyarrow and SQLAlchemy, 0.08-0.09 s of every upload.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_status)
