@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from sqlalchemy import Connection, Engine, Integer, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from loaders import upload as upload_module
+from loaders.cleaner import OUTPUT_COLUMNS
 from loaders.upload import StrictModeError, file_sha256, upload
 from tests.conftest import INPUT, UCI_DIR, UCI_FIRST_ROW
 from warehouse.models import Load, Person, RejectedRow, people
@@ -302,6 +304,32 @@ def test_sqlite_appends_keep_every_value_in_place_or_rebuilt(tmp_path: Path, sql
     assert loaded["age"].tolist() == expected["age"].astype(int).tolist()
     assert {index.name for index in Person.__table__.indexes} <= indexes
     assert _count(sqlite_engine, people) == 50_000 + rows
+
+
+def test_a_constraint_failing_midway_through_an_in_place_append_loads_nothing(
+    tmp_path: Path, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """INSERT OR FAIL keeps the rows a failing statement wrote before the failure:
+    the upload's rollback must still take every row of the append away."""
+    upload(sqlite_engine, _resampled(tmp_path, "first.csv", 20_000, seed=1), progress=False)
+    before = (_people_frame(sqlite_engine), _count(sqlite_engine, Load.__table__))
+    real_clean = upload_module.Cleaner.clean_chunk
+    chunks = {"n": 0}
+
+    def clean_with_a_bad_age(self: object, chunk: object) -> object:
+        clean = real_clean(self, chunk)  # type: ignore[arg-type]
+        chunks["n"] += 1
+        if chunks["n"] == 2:
+            clean.matrix[150, 1 + OUTPUT_COLUMNS.index("age")] = 500  # the 151st row of a 200-row statement
+        return clean
+
+    monkeypatch.setattr(upload_module.Cleaner, "clean_chunk", clean_with_a_bad_age)
+    more = _resampled(tmp_path, "more.csv", 12_000, seed=2)  # in place: under twice the current rows
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed: ck_person_age_range"):
+        upload(sqlite_engine, more, chunk_size=5_000, progress=False)
+    assert chunks["n"] >= 2
+    pd.testing.assert_frame_equal(_people_frame(sqlite_engine), before[0])
+    assert _count(sqlite_engine, Load.__table__) == before[1]
 
 
 @pytest.mark.postgres
