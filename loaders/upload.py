@@ -42,7 +42,7 @@ from loaders.cleaner import MISSING_ID, NULLABLE_POSITIONS, OUTPUT_COLUMNS, Clea
 from loaders.reader import ARROW_POOL, SourceError, SourceReader
 from warehouse.config import DEFAULT_SOURCE, get_settings, resolve_database_url
 from warehouse.db import DatabaseUnavailable, describe, make_engine, wait_for_database
-from warehouse.models import DIMENSIONS, PEOPLE_VIEW, Load, Person, RejectedRow
+from warehouse.models import DIMENSIONS, PEOPLE_VIEW, Load, Person, RejectedRow, load_tables
 from warehouse.schema import create_schema_on
 
 # Person columns in the order the cleaner produces them, after load_id.
@@ -585,18 +585,6 @@ def _writer_for(connection: Connection, load_id: int, replace: bool, estimated_r
     return _PostgresWriter(connection, load_id, target=STAGING_TABLE, keep_existing=True)
 
 
-def load_tables(connection: Connection) -> list[str]:
-    """PostgreSQL: the tables large appends loaded into (children of person)."""
-    return list(
-        connection.scalars(
-            text(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'person'::regclass ORDER BY c.relname"
-            )
-        )
-    )
-
-
 class _BulkWriter:
     """Writes people with each database's fast bulk path, not one ORM object per row.
 
@@ -652,7 +640,7 @@ class _SqliteWriter(_BulkWriter):
     per-statement work (binding, resetting, AUTOINCREMENT's bookkeeping) and
     needed a Python tuple per person; an INSERT of SQLITE_ROWS_PER_STATEMENT
     rows takes each group's values as one flat list (numpy's tolist). A missing
-    label is MISSING_ID in the matrix and NULLIF(?, 0) makes it NULL."""
+    label is MISSING_ID in the matrix and the statement makes it NULL (see _insert_sql)."""
 
     def __init__(self, connection: Connection, load_id: int, bulk: bool, replace: bool, rows_after: int) -> None:
         super().__init__(connection, load_id, bulk)
@@ -703,7 +691,7 @@ class _SqliteWriter(_BulkWriter):
     def finish(self) -> None:
         if not self.bulk:
             self.connection.exec_driver_sql(f"PRAGMA cache_size={self._cache_kib}")
-        if self.bulk:
+        else:
             # Each index build sorts every row; helper threads sort in parallel
             # (the other core is idle by now), which pays on large builds only.
             if self.rows_after >= SQLITE_SORT_THREADS_FROM:

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Connection,
     DateTime,
     ForeignKey,
     Index,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     select,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.ddl import CreateView
@@ -174,6 +176,21 @@ class Person(Base):
         # Ids are never reused: after --replace, an old /people/{id} link is a 404,
         # never another person (PostgreSQL's sequence already never goes back).
         {"sqlite_autoincrement": True},
+    )
+
+
+def load_tables(connection: Connection) -> list[str]:
+    """The tables large appends loaded into on PostgreSQL: inheritance children of
+    person, read through it (see loaders.upload). None on SQLite."""
+    if connection.dialect.name != "postgresql":
+        return []
+    return list(
+        connection.scalars(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'person'::regclass ORDER BY c.relname"
+            )
+        )
     )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, FromClause, func, inspect, select, text
+from sqlalchemy import ColumnElement, Connection, FromClause, func, inspect, select
 
 from warehouse.aggregates import count_people
 from warehouse.contract import column_title
 from warehouse.filters import PeopleFilter, QueryError
-from warehouse.models import DIMENSIONS, Base, Person
+from warehouse.models import DIMENSIONS, Base, Person, load_tables
 from warehouse.people import PEOPLE_COLUMNS, Joins
 
 TABLE_TITLES: Final[dict[str, str]] = {
@@ -33,19 +33,12 @@ TABLE_TITLES: Final[dict[str, str]] = {
 def list_tables(connection: Connection) -> list[tuple[str, str]]:
     """(name, friendly title) of every table and view that exists, `people` first."""
     inspector = inspect(connection)
-    existing = set(inspector.get_table_names()) - _parts_of_other_tables(connection)
+    # A large append's load table (PostgreSQL) is part of person, shown through it.
+    existing = set(inspector.get_table_names()) - set(load_tables(connection))
     existing |= set(inspector.get_view_names())
     known = [name for name in TABLE_TITLES if name in existing]
     others = sorted(existing - set(TABLE_TITLES))
     return [(name, TABLE_TITLES.get(name, column_title(name))) for name in [*known, *others]]
-
-
-def _parts_of_other_tables(connection: Connection) -> set[str]:
-    """PostgreSQL tables read through another: a large append's load table is
-    an inheritance child of person, whose rows it shows."""
-    if connection.dialect.name != "postgresql":
-        return set()
-    return set(connection.scalars(text("SELECT inhrelid::regclass::text FROM pg_inherits")))
 
 
 def _readable_select(table_name: str) -> tuple[list[ColumnElement[Any]], FromClause]:
