@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+from warehouse.config import sqlite_url
+from warehouse.db import SQLITE_PAGE_SIZE, make_engine
 from warehouse.domain import CATEGORIES, EDUCATION_LEVELS
 from warehouse.models import DIMENSIONS, Education, Load, Person
 from warehouse.schema import RETIRED_INDEXES, create_schema
@@ -129,6 +133,40 @@ def test_constraints_refuse_bad_people(
         connection.execute(insert(Person).values(**_person()))  # the valid row goes in
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(insert(Person).values(**_person(**overrides)))
+
+
+def test_a_new_sqlite_file_gets_16_kib_pages_and_an_older_file_keeps_its_own(tmp_path: Path) -> None:
+    """The page size only applies to a file that has no page yet: a file made
+    with SQLite's default 4 KiB keeps it (SQLite cannot change it in WAL mode),
+    and the schema, a write and a read all work on it."""
+    older_path = tmp_path / "older.db"
+    made_elsewhere = sqlite3.connect(older_path)
+    made_elsewhere.execute("PRAGMA page_size=4096")
+    made_elsewhere.execute("PRAGMA journal_mode=WAL")
+    made_elsewhere.execute("CREATE TABLE kept (x INTEGER)")
+    made_elsewhere.close()
+    engines = {
+        SQLITE_PAGE_SIZE: make_engine(sqlite_url(tmp_path / "new.db")),
+        4096: make_engine(sqlite_url(older_path)),
+    }
+    try:
+        for page_size, engine in engines.items():
+            create_schema(engine)
+            _check_schema(engine)
+            with engine.begin() as connection:
+                connection.execute(
+                    insert(Load).values(
+                        source_name="x.csv", sha256="0" * 64, started_at=datetime.now(UTC), status="loaded"
+                    )
+                )
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA page_size").scalar() == page_size
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert connection.scalar(select(text("count(*)")).select_from(Load.__table__)) == 1
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+    assert SQLITE_PAGE_SIZE == 16384
 
 
 def test_schema_script_creates_a_sqlite_file(tmp_path: Path) -> None:
