@@ -572,7 +572,7 @@ def _writer_for(connection: Connection, load_id: int, replace: bool, estimated_r
     swapped in for person, or a large append's own load table."""
     dialect = connection.dialect.name
     existing = int(connection.scalar(select(func.count()).select_from(Person.__table__)) or 0)
-    bulk = replace or existing == 0 or estimated_rows > APPEND_IN_PLACE_SHARE.get(dialect, 0.25) * existing
+    bulk = replace or existing == 0 or estimated_rows > APPEND_IN_PLACE_SHARE[dialect] * existing
     if dialect != "postgresql":
         rows_after = estimated_rows + (0 if replace else existing)
         return _SqliteWriter(connection, load_id, bulk=bulk, replace=replace, rows_after=rows_after)
@@ -662,16 +662,10 @@ class _SqliteWriter(_BulkWriter):
         statement = self._statements.get(rows)
         if statement is None:
             width = len(PERSON_COLUMNS)
-            records = []
-            for row in range(rows):
-                values = []
-                for position in range(width):
-                    number = row * width + position + 1
-                    if position in NULLABLE_POSITIONS:
-                        values.append(f"CASE ?{number} WHEN {MISSING_ID} THEN NULL ELSE ?{number} END")
-                    else:
-                        values.append(f"?{number}")
-                records.append(f"({', '.join(values)})")
+            records = (
+                "(" + ", ".join(_value_sql(first + position, position) for position in range(width)) + ")"
+                for first in range(1, rows * width, width)
+            )
             statement = f"INSERT OR FAIL INTO person ({', '.join(PERSON_COLUMNS)}) VALUES {', '.join(records)}"
             self._statements[rows] = statement
         return statement
@@ -713,6 +707,13 @@ class _SqliteWriter(_BulkWriter):
                 start += whole
         finally:
             cursor.close()
+
+
+def _value_sql(number: int, position: int) -> str:
+    """Parameter `number` of an INSERT, for the person column at `position`."""
+    if position in NULLABLE_POSITIONS:
+        return f"CASE ?{number} WHEN {MISSING_ID} THEN NULL ELSE ?{number} END"
+    return f"?{number}"
 
 
 # SQLITE_ROWS_PER_STATEMENT rows per statement, then powers of two for the rest

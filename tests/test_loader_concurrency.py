@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from benchmarks.synthetic import write_synthetic
-from loaders.upload import UPLOAD_LOCK_KEY, load_tables, upload
+from loaders.upload import UPLOAD_LOCK_KEY, upload
 from tests.test_upload import GOOD, HEADER, ROOT, _cli, _count, _write
 from warehouse.db import make_engine
-from warehouse.models import Load, Person, people
+from warehouse.models import Load, Person, load_tables, people
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 LARGE_ROWS = 300_000
